@@ -1,0 +1,179 @@
+"""Audio decoding: any file soundfile (or ffmpeg) can read -> mono float32 at one rate.
+
+Decoding streams the file in blocks, mixes every block to mono and resamples it with
+soxr, so memory stays proportional to the *mono, resampled* signal, never to the
+original channels or rate.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "FFMPEG_EXTENSIONS",
+    "Audio",
+    "DecodeError",
+    "decode",
+]
+
+#: Extensions read by libsndfile (through ``soundfile``).
+SNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"})
+#: Extensions read through an installed ``ffmpeg`` binary.
+FFMPEG_EXTENSIONS = frozenset({".m4a", ".aac", ".webm", ".wma"})
+#: Every extension that ``sercli`` treats as audio (compare lower-cased).
+AUDIO_EXTENSIONS = SNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
+
+_BLOCK_FRAMES = 1 << 20  # frames read per block (about 20 s at 48 kHz)
+
+
+class DecodeError(Exception):
+    """A file that cannot be decoded; ``status`` is a short machine-readable reason."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A decoded file: ``samples`` has shape ``(n,)`` at ``sample_rate`` (the target rate).
+
+    ``source_rate`` and ``channels`` describe the original file.
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+    source_rate: int
+    channels: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def decode(path: str | Path, *, sample_rate: int, max_duration_s: float | None = None) -> Audio:
+    """Decode ``path`` to mono float32 at ``sample_rate``.
+
+    Raises :class:`DecodeError` with a one-sentence message for every failure:
+    missing, empty, unreadable, unsupported or corrupt files, files longer than
+    ``max_duration_s`` and files with NaN/inf samples.
+    """
+    path = Path(path)
+    _check_readable(path)
+    if path.suffix.lower() in FFMPEG_EXTENSIONS:
+        audio = _decode_ffmpeg(path, sample_rate, max_duration_s)
+    else:
+        audio = _decode_sndfile(path, sample_rate, max_duration_s)
+    if not np.isfinite(audio.samples).all():
+        raise DecodeError("invalid_samples", "The audio contains NaN or infinite sample values.")
+    return audio
+
+
+def _check_readable(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        raise DecodeError("missing", "The file is a symbolic link whose target does not exist.")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DecodeError("missing", "The file no longer exists (it vanished during the run).") from None
+    except OSError as exc:
+        raise DecodeError("unreadable", f"The file cannot be accessed ({exc.strerror}).") from None
+    if path.is_dir():
+        raise DecodeError("unreadable", "The path is a directory, not an audio file.")
+    if size == 0:
+        raise DecodeError("empty", "The file is empty (0 bytes).")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except PermissionError:
+        raise DecodeError("unreadable", "The file cannot be read (permission denied).") from None
+    except OSError as exc:
+        raise DecodeError("unreadable", f"The file cannot be read ({exc.strerror}).") from None
+
+
+def _decode_sndfile(path: Path, sample_rate: int, max_duration_s: float | None) -> Audio:
+    import soundfile as sf
+    import soxr
+
+    try:
+        with sf.SoundFile(str(path)) as fh:
+            source_rate, channels = int(fh.samplerate), int(fh.channels)
+            if source_rate <= 0 or channels <= 0:
+                raise DecodeError("corrupt", "The file header declares no sample rate or no channels.")
+            if max_duration_s is not None and fh.frames > max_duration_s * source_rate:
+                raise DecodeError(
+                    "too_long",
+                    f"The file is {fh.frames / source_rate:.0f} s long, over the {max_duration_s:.0f} s limit.",
+                )
+            resampler = None
+            if source_rate != sample_rate:
+                resampler = soxr.ResampleStream(source_rate, sample_rate, 1, dtype="float32", quality="HQ")
+            parts: list[np.ndarray] = []
+            while True:
+                block = fh.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                last = len(block) < _BLOCK_FRAMES
+                mono = block.mean(axis=1, dtype=np.float32) if channels > 1 else block[:, 0]
+                if resampler is not None:
+                    mono = resampler.resample_chunk(mono, last=last)
+                parts.append(np.ascontiguousarray(mono, dtype=np.float32))
+                if last:
+                    break
+    except DecodeError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as exc:
+        raise DecodeError("corrupt", _sndfile_message(exc)) from None
+    samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return Audio(samples, sample_rate, source_rate, channels)
+
+
+def _sndfile_message(exc: Exception) -> str:
+    text = str(exc).lower()
+    if "format not recognised" in text or "unknown format" in text:
+        return "The file is not in a recognised audio format (corrupt, or not audio)."
+    if "unsupported" in text:
+        return "The file uses an unsupported audio encoding."
+    return "The audio data is corrupt or truncated and could not be decoded."
+
+
+def _decode_ffmpeg(path: Path, sample_rate: int, max_duration_s: float | None) -> Audio:
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise DecodeError(
+            "unsupported",
+            f"Reading {path.suffix.lower()} files needs ffmpeg, which is not installed.",
+        )
+    cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", str(path)]
+    if max_duration_s is not None:
+        cmd += ["-t", str(max_duration_s + 1)]
+    cmd += ["-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "-"]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0 or not proc.stdout:
+        raise DecodeError("corrupt", "ffmpeg could not decode the file (corrupt, or not audio).")
+    samples = np.frombuffer(proc.stdout, dtype="<f4").copy()
+    if max_duration_s is not None and len(samples) > max_duration_s * sample_rate:
+        raise DecodeError("too_long", f"The file is over the {max_duration_s:.0f} s limit.")
+    source_rate, channels = _ffprobe_format(path)
+    return Audio(samples, sample_rate, source_rate or sample_rate, channels or 1)
+
+
+def _ffprobe_format(path: Path) -> tuple[int, int]:
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        return 0, 0
+    proc = subprocess.run(
+        [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries",
+         "stream=sample_rate,channels", "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, check=False,
+    )
+    try:
+        rate, channels = proc.stdout.strip().split(",")[:2]
+        return int(rate), int(channels)
+    except ValueError:
+        return 0, 0

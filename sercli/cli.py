@@ -1,0 +1,160 @@
+"""The ``sercli`` command line: parses arguments, calls the library, prints.
+
+Nothing heavy is imported at module level, so ``sercli --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Speech emotion recognition for folders of recorded speech.",
+)
+
+
+@app.callback()
+def main() -> None:
+    """Speech emotion recognition for folders of recorded speech."""
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"sercli: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _setup_logging(quiet: bool = False) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+
+
+@app.command()
+def annotate(
+    inputs: List[str] = typer.Argument(..., help="Audio files, folders (recursive), or - for paths on stdin."),
+    model: str = typer.Option("mfcc-cnn", "--model", "-m", help="Shipped model name or model directory."),
+    output: str = typer.Option("emotions.parquet", "--output", "-o",
+                               help="Output table: .parquet, .csv or .jsonl; - for CSV on stdout."),
+    segments: Optional[Path] = typer.Option(None, "--segments", help="Also write the window-level table here."),
+    jobs: int = typer.Option(-1, "--jobs", "-j", help="Worker processes (-1: every core)."),
+    hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between windows of long files "
+                                        "(default: half a window)."),
+    include: List[str] = typer.Option([], "--include", help="Only files matching this glob (repeatable)."),
+    exclude: List[str] = typer.Option([], "--exclude", help="Skip files matching this glob (repeatable)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run into the same output."),
+    backend: str = typer.Option("local", "--backend", help="local (joblib processes) or dask."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://HOST:PORT)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+) -> None:
+    """Classify the emotion of every audio file; write one row per file.
+
+    Exit status: 0 every file ok, 1 some files not ok (each has a row saying why),
+    2 unusable arguments, 130 interrupted (resume with --resume).
+    """
+    from .console import run_annotate
+
+    code = run_annotate(inputs=inputs, model=model, output=output, segments=segments, jobs=jobs, hop_s=hop,
+                        include=include, exclude=exclude, overwrite=overwrite, resume=resume, backend=backend,
+                        scheduler=scheduler, quiet=quiet)
+    raise typer.Exit(code)
+
+
+models_app = typer.Typer(help="List and describe the shipped models.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
+def models_list(ctx: typer.Context) -> None:
+    """List the shipped models with their headline numbers."""
+    if ctx.invoked_subcommand is None:
+        from .console import print_models
+
+        print_models()
+
+
+@models_app.command("show")
+def models_show(name: str = typer.Argument(..., help="Model name or directory.")) -> None:
+    """Print a model's card."""
+    from .console import print_card
+
+    raise typer.Exit(print_card(name))
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option("mfcc-cnn", "--model", "-m", help="Shipped model name or model directory."),
+    manifest: Path = typer.Option(..., help="Manifest CSV with path, emotion and a split column."),
+    split: str = typer.Option("test", help="Which rows to evaluate."),
+    split_column: str = typer.Option("split", help="Column holding the split."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the confusion matrix as PNG here."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Store the result in this model "
+                                          "directory's card (under the split column's protocol)."),
+    jobs: int = typer.Option(-1, "--jobs", "-j", help="Worker processes."),
+) -> None:
+    """Accuracy, macro-F1, per-class and per-corpus tables and ECE on a manifest split."""
+    from .console import run_evaluate
+
+    raise typer.Exit(run_evaluate(model=model, manifest=manifest, split=split, split_column=split_column,
+                                  json_out=json_out, plot=plot, record=record, jobs=jobs,
+                                  command="sercli " + shlex.join(sys.argv[1:])))
+
+
+@app.command()
+def manifest(
+    root: Path = typer.Argument(..., help="Corpus folder in its original layout."),
+    corpus_format: str = typer.Option(..., "--format", help="crema-d, ravdess, tess or savee."),
+    output: Path = typer.Option(Path("manifest.csv"), "--output", "-o", help="Manifest CSV to write."),
+) -> None:
+    """Build a training manifest (path, corpus, speaker, source_label, emotion) from a corpus folder."""
+    from .corpora import FORMATS, read_corpus
+
+    if corpus_format not in FORMATS:
+        _fail(f"unknown format {corpus_format!r}; choose one of {', '.join(FORMATS)}.")
+    if not root.is_dir():
+        _fail(f"{root} is not a folder.")
+    df = read_corpus(root, corpus_format)
+    df.to_csv(output, index=False)
+    typer.echo(f"wrote {len(df)} rows to {output}", err=True)
+
+
+@app.command()
+def train(
+    manifest: Path = typer.Option(..., help="Manifest CSV: path,emotion,split columns."),
+    arch: str = typer.Option("mfcc-cnn", help="mel-cnn, mfcc-cnn or mfcc-crnn."),
+    out: Path = typer.Option(..., help="Model directory to write (resumes if it holds a checkpoint)."),
+    split_column: str = typer.Option("split", help="Column with train/val/test."),
+    epochs: int = typer.Option(30, help="Maximum epochs."),
+    seed: int = typer.Option(0, help="Random seed."),
+    jobs: int = typer.Option(-1, help="Processes for feature extraction."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default ~/.cache/sercli)."),
+) -> None:
+    """Train a model on the manifest's train rows, early-stopping on val."""
+    _setup_logging()
+    from .architectures import ARCHITECTURES
+
+    if arch not in ARCHITECTURES:
+        _fail(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
+    if not manifest.is_file():
+        _fail(f"the manifest {manifest} does not exist.")
+    from .training import TrainOptions
+    from .training import train as run_train
+
+    command = "sercli " + shlex.join(sys.argv[1:])
+    card = run_train(manifest, out, TrainOptions(arch=arch, split_column=split_column, epochs=epochs, seed=seed),
+                     jobs=jobs, cache_dir=cache_dir, command=command)
+    typer.echo(f"wrote {out} (best epoch {card['training']['best_epoch']}, "
+               f"val macro-F1 {card['training']['val_macro_f1']:.3f})", err=True)
+
+
+if __name__ == "__main__":
+    app()

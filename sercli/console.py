@@ -1,0 +1,232 @@
+"""What the CLI shows: progress, summaries and model cards (``rich``, all on stderr
+except what a command is asked to print)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .corpora import EMOTIONS
+
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> int:
+    err.print(f"sercli: {message}", markup=False, highlight=False)
+    return 2
+
+
+def run_annotate(*, inputs, model, output, segments, jobs, hop_s, include, exclude, overwrite, resume,
+                 backend, scheduler, quiet) -> int:
+    """``sercli annotate``; returns the exit status."""
+    from .batch import annotate_to_file
+    from .discovery import discover
+    from .models import ModelNotFound, load_model
+    from .output import OutputError, check_output
+    from .pipeline import Options, resolve_jobs
+
+    if overwrite and resume:
+        return _fail("--overwrite and --resume exclude each other; pass one.")
+    if output == "-" and (resume or segments):
+        return _fail("--resume and --segments need an output file, not -.")
+    if hop_s is not None and hop_s <= 0:
+        return _fail("--hop must be a positive number of seconds.")
+    try:
+        mdl = load_model(model)
+        if output != "-":
+            check_output(Path(output), overwrite=overwrite, resume=resume)
+        if segments is not None:
+            check_output(segments, overwrite=overwrite, resume=resume)
+        executor_factory = _executor_factory(backend, scheduler, resolve_jobs(jobs))
+    except (ModelNotFound, OutputError, ValueError) as exc:
+        return _fail(str(exc))
+    paths = discover(inputs, include=include, exclude=exclude)
+    if not paths:
+        return _fail("no audio files found in the given inputs.")
+    options = Options(model=str(model), model_name=mdl.name, hop_s=hop_s, segments=segments is not None)
+    emotions: dict[str, int] = {}
+    progress, task = _progress(len(paths), quiet)
+
+    def on_chunk(res, stats) -> None:
+        for r in res.rows:
+            if r["status"] == "ok":
+                emotions[r["emotion"]] = emotions.get(r["emotion"], 0) + 1
+        if progress is not None:
+            progress.update(task, completed=stats.resumed + stats.done,
+                            hours=f"{stats.audio_s / 3600:.2f} h audio")
+
+    try:
+        if progress is not None:
+            progress.start()
+        stats = annotate_to_file(paths, options, mdl, output=output, segments_output=segments,
+                                 overwrite=overwrite, resume=resume, executor_factory=executor_factory,
+                                 on_chunk=on_chunk)
+    except OutputError as exc:
+        return _fail(str(exc))
+    finally:
+        if progress is not None:
+            progress.stop()
+        _shutdown(executor_factory)
+    if stats.interrupted:
+        err.print(f"Interrupted: {stats.done} finished rows are kept; run the same command with --resume "
+                  "to finish.", markup=False)
+        return 130
+    if not quiet:
+        _print_summary(stats, emotions, output)
+    return 0 if stats.failed == 0 else 1
+
+
+def _executor_factory(backend: str, scheduler: str | None, jobs: int):
+    from .pipeline import local_executor
+
+    if backend == "local":
+        if scheduler:
+            raise ValueError("--scheduler needs --backend dask.")
+        return lambda: local_executor(jobs)
+    if backend == "dask":
+        from .cluster import dask_executor_factory
+
+        return dask_executor_factory(scheduler, jobs)
+    raise ValueError(f"unknown backend {backend!r}; use local or dask.")
+
+
+def _shutdown(executor_factory) -> None:
+    close = getattr(executor_factory, "close", None)
+    if close:
+        close()
+
+
+def _progress(total: int, quiet: bool):
+    if quiet:
+        return None, None
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    progress = Progress(
+        TextColumn("annotating"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+        TextColumn("{task.fields[hours]}"), TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True,
+    )
+    task = progress.add_task("annotate", total=total, hours="0.00 h audio", rate="")
+    return _RateProgress(progress, task), task
+
+
+class _RateProgress:
+    """A rich Progress that also shows files per second."""
+
+    def __init__(self, progress, task) -> None:
+        self._p, self._task = progress, task
+
+    def start(self) -> None:
+        self._p.start()
+
+    def stop(self) -> None:
+        self._p.stop()
+
+    def update(self, task, **fields) -> None:
+        t = self._p.tasks[0]
+        speed = t.speed
+        self._p.update(task, rate=f"{speed:.1f} files/s" if speed else "", **fields)
+
+
+def _print_summary(stats, emotions: dict[str, int], output) -> None:
+    table = Table(title="sercli annotate", show_header=False, title_justify="left")
+    table.add_row("files ok", f"{stats.ok}")
+    table.add_row("files not ok", f"{stats.failed}")
+    if stats.resumed:
+        table.add_row("resumed (already done)", f"{stats.resumed}")
+    table.add_row("audio", f"{stats.audio_s / 3600:.3f} h")
+    table.add_row("wall time", f"{stats.wall_s:.1f} s")
+    if stats.wall_s > 0:
+        table.add_row("speed", f"{stats.audio_s / stats.wall_s:.0f}× real time, "
+                               f"{(stats.done) / stats.wall_s:.1f} files/s")
+    total = sum(emotions.values())
+    for e in EMOTIONS:
+        if emotions.get(e):
+            table.add_row(e, f"{emotions[e]} ({emotions[e] / total:.0%})")
+    table.add_row("output", str(output))
+    err.print(table)
+
+
+def print_models() -> None:
+    from .models import available_models, load_model
+
+    table = Table(title="shipped models (speaker-independent test split)")
+    for col in ("model", "arch", "accuracy", "macro-F1", "ECE", "study-protocol acc", "params"):
+        table.add_column(col)
+    for name in available_models():
+        m = load_model(name)
+        ev = m.card.get("evaluation", {})
+        si, sp = ev.get("speaker_independent", {}), ev.get("study_protocol", {})
+        table.add_row(name, m.card.get("arch", ""), _fmt(si.get("accuracy")), _fmt(si.get("macro_f1")),
+                      _fmt(si.get("ece")), _fmt(sp.get("accuracy")), f"{m.card.get('params', '')}")
+    Console().print(table)
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def print_card(name: str) -> int:
+    from .models import ModelNotFound, load_model
+
+    try:
+        m = load_model(name)
+    except ModelNotFound as exc:
+        return _fail(str(exc))
+    md = m.path / "CARD.md"
+    sys.stdout.write(md.read_text() if md.exists() else json.dumps(m.card, indent=1) + "\n")
+    return 0
+
+
+def run_evaluate(*, model, manifest, split, split_column, json_out, plot, record, jobs, command) -> int:
+    """``sercli evaluate``; returns the exit status."""
+    from .evaluation import evaluate, plot_confusion, record_in_card
+    from .models import ModelNotFound, load_model
+
+    try:
+        load_model(model)
+        if not manifest.is_file():
+            return _fail(f"the manifest {manifest} does not exist.")
+        metrics, _ = evaluate(model, manifest, split=split, split_column=split_column, jobs=jobs)
+    except (ModelNotFound, ValueError) as exc:
+        return _fail(str(exc))
+    out = Console()
+    table = Table(title=f"{metrics['model']} on {split_column} = {split} (n = {metrics['n']})")
+    for col in ("class", "precision", "recall", "f1-score", "support"):
+        table.add_column(col, justify="right")
+    for cls, m in metrics["per_class"].items():
+        table.add_row(cls, f"{m['precision']:.2f}", f"{m['recall']:.2f}", f"{m['f1']:.2f}", f"{int(m['support'])}")
+    out.print(table)
+    out.print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
+              f"ECE {metrics['ece']:.4f}", highlight=False)
+    if metrics.get("per_corpus"):
+        ct = Table(title="per corpus")
+        for col in ("corpus", "n", "accuracy", "macro-F1"):
+            ct.add_column(col, justify="right")
+        for corpus, m in metrics["per_corpus"].items():
+            ct.add_row(corpus, str(m["n"]), f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}")
+        out.print(ct)
+    cm = Table(title="confusion (rows true, columns predicted)")
+    labels = metrics["confusion"]["labels"]
+    cm.add_column("")
+    for lb in labels:
+        cm.add_column(lb[:5], justify="right")
+    for lb, row in zip(labels, metrics["confusion"]["matrix"]):
+        cm.add_row(lb, *map(str, row))
+    out.print(cm)
+    if metrics["not_ok"]:
+        err.print(f"{len(metrics['not_ok'])} files could not be classified, e.g. "
+                  f"{metrics['not_ok'][0]['path']}: {metrics['not_ok'][0]['error']}", markup=False)
+    if json_out:
+        json_out.write_text(json.dumps(metrics, indent=1))
+    if plot:
+        plot_confusion(metrics, plot)
+    if record:
+        key = record_in_card(record, metrics, command)
+        err.print(f"recorded in {record}/card.json as {key}", markup=False)
+    return 0

@@ -1,0 +1,124 @@
+"""Corpus readers: original layouts of CREMA-D, RAVDESS, TESS and SAVEE -> manifest DataFrames.
+
+A manifest has one row per file with at least ``path`` and ``emotion``; the readers add
+``corpus``, ``speaker`` and ``source_label``. Labels are parsed from the original file
+names, so the readers work on the original corpora and on re-encoded copies that keep
+the names (any audio extension).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .audio import AUDIO_EXTENSIONS
+
+__all__ = ["EMOTIONS", "FORMATS", "read_corpus", "read_manifest", "parse_name"]
+
+#: The seven classes, in model output order.
+EMOTIONS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
+
+_CREMA = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happiness", "NEU": "neutral", "SAD": "sadness"}
+_RAVDESS = {"01": "neutral", "02": "calm", "03": "happiness", "04": "sadness", "05": "anger",
+            "06": "fear", "07": "disgust", "08": "surprise"}
+_TESS = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness",
+         "neutral": "neutral", "ps": "surprise", "sad": "sadness"}
+_SAVEE = {"a": "anger", "d": "disgust", "f": "fear", "h": "happiness", "n": "neutral",
+          "sa": "sadness", "su": "surprise"}
+
+
+def _crema(stem: str) -> tuple[str, str, str] | None:
+    m = re.fullmatch(r"(\d{4})_[A-Z]{3}_([A-Z]{3})_[A-Z]{2}", stem)
+    return (m[1], m[2], _CREMA[m[2]]) if m and m[2] in _CREMA else None
+
+
+def _ravdess(stem: str) -> tuple[str, str, str] | None:
+    m = re.fullmatch(r"\d\d-(\d\d)-(\d\d)-\d\d-\d\d-\d\d-(\d\d)", stem)
+    if not m or m[1] != "01" or m[2] not in _RAVDESS:  # modality 01 = speech
+        return None
+    return (str(int(m[3])), m[2], _RAVDESS[m[2]])
+
+
+def _tess(stem: str) -> tuple[str, str, str] | None:
+    m = re.fullmatch(r"([OY]AF)_\w+?_([a-z]+)", stem, flags=re.IGNORECASE)
+    if not m:
+        return None
+    code = m[2].lower()
+    return (m[1].upper(), code, _TESS[code]) if code in _TESS else None
+
+
+def _savee(stem: str) -> tuple[str, str, str] | None:
+    m = re.fullmatch(r"(?:([A-Z]{2})_)?(sa|su|a|d|f|h|n)(\d\d)", stem)
+    return (m[1] or "", m[2], _SAVEE[m[2]]) if m else None
+
+
+#: ``--format`` name -> file-stem parser returning ``(speaker, source_label, emotion)``.
+FORMATS: dict[str, Callable[[str], tuple[str, str, str] | None]] = {
+    "crema-d": _crema,
+    "ravdess": _ravdess,
+    "tess": _tess,
+    "savee": _savee,
+}
+
+
+def parse_name(path: str | Path, corpus: str) -> tuple[str, str, str] | None:
+    """``(speaker, source_label, emotion)`` from a file name of ``corpus``, or None.
+
+    >>> parse_name("1001_DFA_ANG_XX.wav", "crema-d")
+    ('1001', 'ANG', 'anger')
+    >>> parse_name("03-01-08-02-01-01-14.wav", "ravdess")
+    ('14', '08', 'surprise')
+    >>> parse_name("OAF_back_ps.wav", "tess")
+    ('OAF', 'ps', 'surprise')
+    >>> parse_name("DC/sa03.wav", "savee")
+    ('DC', 'sa', 'sadness')
+    """
+    path = Path(path)
+    parsed = FORMATS[corpus](path.stem)
+    if parsed and corpus == "savee" and not parsed[0]:  # original layout: speaker is the folder
+        parsed = (path.parent.name, parsed[1], parsed[2])
+    return parsed
+
+
+def read_corpus(root: str | Path, corpus: str, *, keep_unlabelled: bool = False) -> pd.DataFrame:
+    """Manifest of every audio file under ``root`` in the layout of ``corpus``.
+
+    Columns: ``path`` (absolute), ``corpus``, ``speaker``, ``source_label``, ``emotion``.
+    Files whose names do not parse, and RAVDESS "calm", are left out unless
+    ``keep_unlabelled``.
+    """
+    if corpus not in FORMATS:
+        raise ValueError(f"Unknown corpus format {corpus!r}; choose one of {', '.join(FORMATS)}.")
+    rows = []
+    for path in sorted(Path(root).rglob("*")):
+        if path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
+            continue
+        parsed = parse_name(path, corpus)
+        if parsed is None or parsed[2] not in EMOTIONS:
+            if not keep_unlabelled:
+                continue
+            parsed = parsed or ("", "", "")
+        speaker, label, emotion = parsed
+        rows.append({"path": str(path.resolve()), "corpus": corpus, "speaker": speaker,
+                     "source_label": label, "emotion": emotion or None})
+    return pd.DataFrame(rows, columns=["path", "corpus", "speaker", "source_label", "emotion"])
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a manifest CSV (``path,emotion[,speaker,split,...]``); relative paths are
+    resolved against the manifest's folder."""
+    path = Path(path)
+    df = pd.read_csv(path, dtype={"speaker": str})
+    missing = {"path", "emotion"} - set(df.columns)
+    if missing:
+        raise ValueError(f"The manifest {path} has no {' or '.join(sorted(missing))} column.")
+    base = Path(os.path.abspath(path)).parent
+    df["path"] = [p if Path(p).is_absolute() else str(base / p) for p in df["path"]]
+    unknown = sorted(set(df["emotion"].dropna()) - set(EMOTIONS))
+    if unknown:
+        raise ValueError(f"The manifest {path} has unknown emotion labels: {', '.join(map(str, unknown))}.")
+    return df

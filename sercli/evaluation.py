@@ -1,0 +1,117 @@
+"""Evaluation of a model on a manifest split, through the same pipeline as ``annotate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .corpora import EMOTIONS, read_manifest
+from .pipeline import annotate
+from .reports import agreement
+
+__all__ = ["evaluate", "expected_calibration_error", "record_in_card", "PROTOCOLS"]
+
+#: Split column -> name of the protocol in model cards.
+PROTOCOLS = {"split": "speaker_independent", "split_random": "study_protocol"}
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> float:
+    """ECE: ``sum_b n_b / N * |accuracy_b - mean confidence_b|`` over equal-width bins.
+
+    >>> round(expected_calibration_error(np.array([0.9, 0.9, 0.6, 0.6]), np.array([1, 1, 1, 0])), 3)
+    0.1
+    """
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        m = bins == b
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - confidence[m].mean())
+    return float(ece)
+
+
+def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_column: str = "split",
+             jobs: int = -1) -> tuple[dict, pd.DataFrame]:
+    """Classify the manifest's ``split`` rows; returns (metrics, per-file predictions).
+
+    Metrics: ``accuracy``, ``macro_f1``, ``n``, ``ece``, ``per_class``, ``per_corpus``,
+    ``confusion`` (rows true, columns predicted), ``not_ok`` (files that could not be
+    classified, with their status).
+    """
+    df = read_manifest(manifest)
+    if split_column not in df.columns:
+        raise ValueError(f"The manifest has no {split_column!r} column.")
+    rows = df[df[split_column] == split]
+    if rows.empty:
+        raise ValueError(f"The manifest has no rows with {split_column} = {split!r}.")
+    pred = annotate(list(rows["path"]), model=model, jobs=jobs)
+    pred = pred.merge(rows.rename(columns={"emotion": "true"}), on="path", how="left")
+    scored = agreement(pred, rows[["path", "emotion"]])
+    ok = pred[pred["status"].eq("ok")]
+    correct = (ok["emotion"] == ok["true"]).to_numpy(dtype=float)
+    metrics = {
+        "model": str(model),
+        "manifest": str(manifest),
+        "split_column": split_column,
+        "split": split,
+        "n": scored["n"],
+        "accuracy": round(scored["accuracy"], 4),
+        "macro_f1": round(scored["macro_f1"], 4),
+        "ece": round(expected_calibration_error(ok["confidence"].to_numpy(), correct), 4),
+        "per_class": scored["per_class"].round(4).to_dict(orient="index"),
+        "confusion": {"labels": list(EMOTIONS), "matrix": scored["confusion"].to_numpy().tolist()},
+        "not_ok": pred.loc[~pred["status"].eq("ok"), ["path", "status", "error"]].to_dict("records"),
+    }
+    if "corpus" in pred:
+        per = {}
+        for corpus, g in ok.groupby("corpus"):
+            s = agreement(g, rows[["path", "emotion"]])
+            per[corpus] = {"n": s["n"], "accuracy": round(s["accuracy"], 4), "macro_f1": round(s["macro_f1"], 4)}
+        metrics["per_corpus"] = per
+    return metrics, pred
+
+
+def record_in_card(model_dir: str | Path, metrics: dict, command: str) -> str:
+    """Store ``metrics`` (and the command that produced them) in the model's card.
+
+    Returns the protocol key it was stored under.
+    """
+    from .models import CARD_FILE, render_card
+
+    model_dir = Path(model_dir)
+    card_path = model_dir / CARD_FILE
+    card = json.loads(card_path.read_text())
+    key = PROTOCOLS.get(metrics["split_column"], metrics["split_column"])
+    card.setdefault("evaluation", {})[key] = {**{k: v for k, v in metrics.items() if k not in ("not_ok",)},
+                                              "command": command, "not_ok": len(metrics["not_ok"])}
+    card_path.write_text(json.dumps(card, indent=1))
+    (model_dir / "CARD.md").write_text(render_card(card))
+    return key
+
+
+def plot_confusion(metrics: dict, path: str | Path) -> None:
+    """Save the confusion matrix as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.array(metrics["confusion"]["matrix"])
+    labels = metrics["confusion"]["labels"]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_title(f"{Path(metrics['model']).name}: acc {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,156 @@
+"""Shipped models: find, describe and run them (LiteRT; TensorFlow is never imported).
+
+A model directory holds ``model.keras`` (the Keras source of truth), ``model.tflite``
+(the same network exported for inference), ``params.json`` (the
+:class:`~sercli.features.FeatureParams` it was trained on) and ``card.json`` / ``CARD.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .features import FeatureParams
+
+__all__ = ["Model", "ModelNotFound", "available_models", "load_model", "softmax", "models_dir"]
+
+KERAS_FILE = "model.keras"
+MODEL_FILE = "model.tflite"
+PARAMS_FILE = "params.json"
+CARD_FILE = "card.json"
+DEFAULT_MODEL = "mfcc-cnn"
+
+
+class ModelNotFound(Exception):
+    """``--model`` names neither a shipped model nor a model directory."""
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(n, classes)`` logits."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def models_dir() -> Path:
+    """Where shipped models live: ``sercli/_models`` when installed, ``models/`` in a checkout."""
+    from importlib.resources import files
+
+    try:
+        installed = Path(str(files("sercli._models")))
+        if installed.is_dir():
+            return installed
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+def available_models() -> list[str]:
+    """Names of the shipped models (directories with a model file), sorted."""
+    root = models_dir()
+    return sorted(p.name for p in root.iterdir() if (p / MODEL_FILE).is_file()) if root.is_dir() else []
+
+
+@dataclass(frozen=True)
+class Model:
+    """A loaded model directory. :meth:`predict` maps windows to calibrated probabilities."""
+
+    path: Path
+    name: str
+    params: FeatureParams
+    card: dict
+
+    @property
+    def temperature(self) -> float:
+        return float(self.card.get("temperature", 1.0))
+
+    @cached_property
+    def card_hash(self) -> str:
+        return hashlib.sha256((self.path / CARD_FILE).read_bytes()).hexdigest()[:16] \
+            if (self.path / CARD_FILE).exists() else ""
+
+    @cached_property
+    def _interpreter(self):
+        from ai_edge_litert.interpreter import Interpreter
+
+        interp = Interpreter(model_path=str(self.path / MODEL_FILE), num_threads=1)
+        interp.allocate_tensors()
+        return interp
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Raw logits ``(n, 7)`` for model inputs ``x`` of shape ``(n, n_features, frames)``."""
+        interp = self._interpreter
+        inp = interp.get_input_details()[0]
+        out = interp.get_output_details()[0]
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if inp["shape"][0] != len(x):
+            interp.resize_tensor_input(inp["index"], [len(x), *x.shape[1:]])
+            interp.allocate_tensors()
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        return interp.get_tensor(out["index"]).copy()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities ``(n, 7)`` for inputs ``(n, n_features, frames)``."""
+        if len(x) == 0:
+            return np.zeros((0, len(self.card.get("classes", ()) or 7)), np.float32)
+        return softmax(self.logits(x).astype(np.float64) / self.temperature)
+
+    def headline(self) -> dict:
+        """The card's headline numbers (speaker-independent test split), if evaluated."""
+        ev = self.card.get("evaluation", {}).get("speaker_independent", {})
+        return {k: ev.get(k) for k in ("accuracy", "macro_f1", "ece")}
+
+
+def load_model(name_or_path: str | Path = DEFAULT_MODEL) -> Model:
+    """Load a shipped model by name (``mfcc-cnn``) or a model directory by path."""
+    path = Path(name_or_path)
+    if not (path / MODEL_FILE).is_file():
+        path = models_dir() / str(name_or_path)
+    if not (path / MODEL_FILE).is_file():
+        names = ", ".join(available_models()) or "none installed"
+        raise ModelNotFound(f"No model named {str(name_or_path)!r} (shipped models: {names}).")
+    params = FeatureParams.from_dict(json.loads((path / PARAMS_FILE).read_text()))
+    card = json.loads((path / CARD_FILE).read_text()) if (path / CARD_FILE).exists() else {}
+    return Model(path=path.resolve(), name=card.get("name", path.name), params=params, card=card)
+
+
+def render_card(card: dict) -> str:
+    """The Markdown model card (``CARD.md``) for a ``card.json`` dict."""
+    tr = card.get("training", {})
+    lines = [f"# {card.get('name')} ({card.get('arch')})", "",
+             f"Seven-class speech emotion classifier ({', '.join(card.get('classes', []))}); "
+             f"{card.get('params', '?')} parameters; temperature {card.get('temperature', 1.0):.3f} "
+             "(fitted on the validation split).", "", "## Training", "",
+             f"- command: `{tr.get('command', '')}`",
+             f"- manifest: `{tr.get('manifest', '')}` (sha256 `{tr.get('manifest_sha256', '')}`)",
+             f"- split column: `{tr.get('split_column', '')}`; train {tr.get('n_train')} files, "
+             f"val {tr.get('n_val')} files",
+             f"- seed {tr.get('options', {}).get('seed')}; best epoch {tr.get('best_epoch')} of "
+             f"{tr.get('epochs_run')}; training time {tr.get('train_seconds', 0) / 60:.1f} min on "
+             f"{tr.get('machine', '')}",
+             f"- options: `{json.dumps(tr.get('options', {}))}`",
+             f"- versions: `{json.dumps(tr.get('versions', {}))}`", ""]
+    titles = {"speaker_independent": "Speaker-independent test split (`split`)",
+              "study_protocol": "Study protocol (`split_random`; a model trained on its train part)"}
+    for key, ev in card.get("evaluation", {}).items():
+        lines += [f"## {titles.get(key, key)}", "", f"Command: `{ev.get('command', '')}`", "",
+                  f"accuracy **{ev['accuracy']:.3f}**, macro-F1 **{ev['macro_f1']:.3f}**, "
+                  f"ECE {ev.get('ece', float('nan')):.3f}, n = {ev['n']}"
+                  + (f" ({ev['not_ok']} files not classified)" if ev.get("not_ok") else ""), ""]
+        if ev.get("trained_by"):
+            lines += [f"Model trained by: `{ev['trained_by']}`", ""]
+        lines += ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        for cls, m in ev.get("per_class", {}).items():
+            lines.append(f"| {cls} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {int(m['support'])} |")
+        if ev.get("per_corpus"):
+            lines += ["", "| corpus | n | accuracy | macro-F1 |", "|---|---|---|---|"]
+            for corpus, m in ev["per_corpus"].items():
+                lines.append(f"| {corpus} | {m['n']} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,229 @@
+"""Emotion tables on disk: a crash-safe journal and one small writer class per format.
+
+While a run goes on, finished rows are appended to a *journal* next to the output
+(``OUT.journal``, JSON lines, flushed after every chunk). A run killed at any moment
+leaves the journal, which ``--resume`` reads back; only when every file is done is the
+final table written to a temporary sibling and renamed over the output (atomic), and
+the journal removed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pandas as pd
+
+__all__ = ["FORMATS", "Journal", "OutputError", "check_output", "read_table", "writer_for", "write_atomic"]
+
+JOURNAL_SUFFIX = ".journal"
+_JOURNAL_VERSION = 1
+
+
+class OutputError(Exception):
+    """The output location is unusable; the message is one sentence for the user."""
+
+
+class ParquetWriter:
+    """Parquet with the run's metadata in the schema (``sercli`` key, JSON)."""
+
+    suffix = ".parquet"
+
+    def write(self, frames: Iterable[pd.DataFrame], path: Path, metadata: dict) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        writer = None
+        try:
+            for df in frames:
+                table = pa.Table.from_pandas(df, preserve_index=False)
+                if writer is None:
+                    schema = table.schema.with_metadata({**(table.schema.metadata or {}),
+                                                         b"sercli": json.dumps(metadata).encode()})
+                    writer = pq.ParquetWriter(str(path), schema)
+                writer.write_table(table.cast(writer.schema))
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+class CsvWriter:
+    """CSV with a header; metadata is not stored (use Parquet for that)."""
+
+    suffix = ".csv"
+
+    def write(self, frames: Iterable[pd.DataFrame], path: Path, metadata: dict) -> None:
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            for i, df in enumerate(frames):
+                df.to_csv(fh, header=i == 0, index=False, float_format="%.6g")
+
+
+class JsonlWriter:
+    """One JSON object per line."""
+
+    suffix = ".jsonl"
+
+    def write(self, frames: Iterable[pd.DataFrame], path: Path, metadata: dict) -> None:
+        with open(path, "w", encoding="utf-8") as fh:
+            for df in frames:
+                if len(df):
+                    text = df.to_json(orient="records", lines=True, force_ascii=False, double_precision=7)
+                    fh.write(text if text.endswith("\n") else text + "\n")
+
+
+#: Output format by file extension.
+FORMATS = {w.suffix: w for w in (ParquetWriter, CsvWriter, JsonlWriter)}
+
+
+def writer_for(path: Path):
+    """The writer for ``path``'s extension (``.parquet``, ``.csv``, ``.jsonl``)."""
+    try:
+        return FORMATS[path.suffix.lower()]()
+    except KeyError:
+        raise OutputError(f"Unknown output format {path.suffix!r}; use .parquet, .csv or .jsonl.") from None
+
+
+def write_atomic(frames: Iterable[pd.DataFrame], path: Path, metadata: dict) -> None:
+    """Write ``frames`` to a temporary sibling of ``path``, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        writer_for(path).write(frames, tmp, metadata)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a table that ``annotate`` wrote (any format); Parquet metadata goes to ``df.attrs``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        df = table.to_pandas()
+        meta = (table.schema.metadata or {}).get(b"sercli")
+        if meta:
+            df.attrs.update(json.loads(meta))
+        return df
+    if suffix == ".csv":
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    if suffix == ".jsonl":
+        return pd.read_json(path, lines=True, dtype=False)
+    raise OutputError(f"Cannot read {path.name}: unknown format {suffix!r}.")
+
+
+def check_output(path: Path, *, overwrite: bool, resume: bool) -> None:
+    """Fail early (before any work) if ``path`` cannot be written as asked."""
+    writer_for(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"The output folder {parent} does not exist.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"The output folder {parent} is not writable.")
+    if path.is_dir():
+        raise OutputError(f"The output {path} is a directory.")
+    if path.exists() and not (overwrite or resume):
+        raise OutputError(f"The output {path} exists; pass --overwrite to replace it or --resume to continue it.")
+
+
+@dataclass
+class Journal:
+    """Append-only JSON-lines record of finished rows, next to an output file.
+
+    Line 1 is a header (``{"sercli_journal": 1, "meta": {...}}``); every other line is
+    one row. A line cut short by a kill is ignored on reading.
+    """
+
+    path: Path
+
+    @classmethod
+    def for_output(cls, output: Path) -> Journal:
+        return cls(output.with_name(output.name + JOURNAL_SUFFIX))
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def start(self, meta: dict) -> None:
+        """Begin a new journal (replacing an old one)."""
+        with open(self.path, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps({"sercli_journal": _JOURNAL_VERSION, "meta": meta}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def meta(self) -> dict:
+        with open(self.path, encoding="utf-8") as fh:
+            try:
+                return json.loads(fh.readline())["meta"]
+            except (ValueError, KeyError):
+                raise OutputError(f"The journal {self.path} is damaged; remove it and run again.") from None
+
+    def append(self, rows: list[dict]) -> None:
+        """Append rows and flush them to disk."""
+        if not rows:
+            return
+        self._repair_tail()
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(r, allow_nan=True) + "\n" for r in rows))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _repair_tail(self) -> None:
+        """Cut a partial last line left by a kill, so new rows start on a line of their own."""
+        with open(self.path, "rb+") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            if size == 0:
+                return
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return
+            fh.seek(0)
+            data = fh.read()
+            fh.truncate(data.rfind(b"\n") + 1)
+
+    def rows(self, chunk_rows: int = 50_000) -> Iterator[list[dict]]:
+        """The journal's complete rows, in chunks."""
+        chunk: list[dict] = []
+        with open(self.path, encoding="utf-8") as fh:
+            fh.readline()
+            for line in fh:
+                if not line.endswith("\n"):
+                    break  # cut short by a kill
+                chunk.append(json.loads(line))
+                if len(chunk) >= chunk_rows:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
+
+    def done_keys(self, key: str = "path") -> set[str]:
+        return {r[key] for chunk in self.rows() for r in chunk}
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class CsvStream:
+    """Rows streamed as CSV to a text stream (``-o -``): header first, then each chunk."""
+
+    def __init__(self, columns: list[str], stream=None) -> None:
+        self.columns = columns
+        self.stream = stream or sys.stdout
+        self._writer = csv.DictWriter(self.stream, fieldnames=columns, extrasaction="ignore")
+        self._writer.writeheader()
+
+    def append(self, rows: list[dict]) -> None:
+        self._writer.writerows({k: ("" if _isnan(v) else v) for k, v in r.items()} for r in rows)
+        self.stream.flush()
+
+
+def _isnan(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)

@@ -1,0 +1,299 @@
+"""The annotate pipeline: files -> windows -> probabilities -> one row per file.
+
+Work is cut into chunks of paths. Each chunk runs in a worker process (joblib's loky
+pool, or a Dask cluster) that loads the model once, decodes and windows every file,
+classifies all windows in one batch and returns plain rows. The parent streams rows
+into the output as chunks finish. A chunk whose worker dies is retried file by file,
+so only the file that kills a worker becomes an error row.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from .audio import DecodeError, decode
+from .corpora import EMOTIONS
+from .discovery import discover, display_path
+from .features import windows
+from .models import DEFAULT_MODEL, Model, load_model
+
+__all__ = ["COLUMNS", "SEGMENT_COLUMNS", "Options", "ChunkResult", "annotate", "annotate_segments",
+           "iter_chunks", "aggregate"]
+
+PROB_COLUMNS = [f"prob_{e}" for e in EMOTIONS]
+#: File-level output columns, in order.
+COLUMNS = ["path", "status", "error", "emotion", "confidence", *PROB_COLUMNS,
+           "duration_s", "sample_rate", "channels", "segments", "flags", "model"]
+#: Segment-level output columns, in order.
+SEGMENT_COLUMNS = ["path", "start_s", "end_s", "silent", "emotion", "confidence", *PROB_COLUMNS, "model"]
+
+#: Files longer than this are refused (memory stays bounded): 4 hours.
+MAX_DURATION_S = 4 * 3600.0
+_BATCH_WINDOWS = 256
+
+
+@dataclass(frozen=True)
+class Options:
+    """How files are classified (the same for every file of a run)."""
+
+    model: str = DEFAULT_MODEL
+    model_name: str = DEFAULT_MODEL
+    hop_s: float | None = None
+    segments: bool = False
+    max_duration_s: float = MAX_DURATION_S
+
+
+@dataclass
+class ChunkResult:
+    """What a worker returns for a chunk of paths."""
+
+    rows: list[dict]
+    segments: list[dict] = field(default_factory=list)
+    audio_s: float = 0.0
+    stage_s: dict = field(default_factory=dict)
+
+
+def aggregate(probs: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, silent: np.ndarray) -> np.ndarray:
+    """File-level probabilities ``(7,)`` from window probabilities ``(n, 7)``.
+
+    The duration-weighted mean over windows with speech energy (over all windows when
+    none has any).
+    """
+    keep = ~silent if (~silent).any() else np.ones_like(silent)
+    weights = np.maximum(end_s - start_s, 1e-9) * keep
+    return (probs * weights[:, None]).sum(axis=0) / weights.sum()
+
+
+@lru_cache(maxsize=4)
+def _model(ref: str) -> Model:
+    return load_model(ref)
+
+
+def _base_row(path: str, model_name: str) -> dict:
+    row = dict.fromkeys(COLUMNS)
+    row.update(path=display_path(path), model=model_name, segments=0, flags="")
+    for c in PROB_COLUMNS + ["confidence", "duration_s"]:
+        row[c] = float("nan")
+    return row
+
+
+def _flags(y: np.ndarray, params) -> str:
+    flags = []
+    if np.mean(np.abs(y) >= 0.999) > 1e-3:
+        flags.append("clipped")
+    if abs(float(np.mean(y))) > 0.05:
+        flags.append("dc_offset")
+    if len(y) < params.window_s * params.sample_rate:
+        flags.append("padded")
+    return ",".join(flags)
+
+
+def annotate_chunk(paths: list[str], options: Options) -> ChunkResult:
+    """Classify ``paths`` (runs in a worker). Never raises for a bad file: it gets a row."""
+    model = _model(options.model)
+    params = model.params
+    stage = {"decode": 0.0, "features": 0.0, "inference": 0.0}
+    rows, pending, audio_s = [], [], 0.0
+    for path in paths:
+        row = _base_row(path, options.model_name)
+        rows.append(row)
+        t0 = time.perf_counter()
+        try:
+            audio = decode(path, sample_rate=params.sample_rate, max_duration_s=options.max_duration_s)
+        except DecodeError as exc:
+            row.update(status=exc.status, error=exc.message)
+            continue
+        except Exception as exc:  # a decoder bug must not end the run
+            row.update(status="error", error=f"Decoding failed unexpectedly ({type(exc).__name__}).")
+            continue
+        finally:
+            stage["decode"] += time.perf_counter() - t0
+        y = audio.samples
+        row.update(duration_s=round(audio.duration_s, 4), sample_rate=audio.source_rate, channels=audio.channels)
+        audio_s += audio.duration_s
+        if len(y) < params.min_samples:
+            row.update(status="too_short", error=f"The audio is {audio.duration_s:.2f} s long; "
+                       f"at least {params.min_samples / params.sample_rate:.2f} s is needed.")
+            continue
+        t0 = time.perf_counter()
+        w = windows(y, params, hop_s=options.hop_s)
+        row["flags"] = _flags(y, params)
+        stage["features"] += time.perf_counter() - t0
+        if w.silent.all():
+            row.update(status="silent", segments=len(w.x),
+                       error=f"The file has no speech energy (every frame is below {params.silence_db:.0f} dBFS).")
+            continue
+        pending.append((row, w))
+    t0 = time.perf_counter()
+    segments = []
+    if pending:
+        x = np.concatenate([w.x for _, w in pending])
+        probs = np.concatenate([model.predict(x[i:i + _BATCH_WINDOWS]) for i in range(0, len(x), _BATCH_WINDOWS)])
+        i = 0
+        for row, w in pending:
+            p = probs[i:i + len(w.x)]
+            i += len(w.x)
+            _fill(row, aggregate(p, w.start_s, w.end_s, w.silent))
+            row.update(status="ok", segments=len(w.x))
+            if options.segments:
+                for k in range(len(w.x)):
+                    seg = {"path": row["path"], "start_s": round(float(w.start_s[k]), 4),
+                           "end_s": round(float(w.end_s[k]), 4), "silent": bool(w.silent[k]), "model": model.name}
+                    _fill(seg, p[k])
+                    segments.append(seg)
+    stage["inference"] += time.perf_counter() - t0
+    return ChunkResult(rows=rows, segments=segments, audio_s=audio_s, stage_s=stage)
+
+
+def _fill(row: dict, probs: np.ndarray) -> None:
+    k = int(np.argmax(probs))
+    row.update(emotion=EMOTIONS[k], confidence=float(probs[k]))
+    row.update({c: float(v) for c, v in zip(PROB_COLUMNS, probs)})
+
+
+def _crash_row(path: str, options: Options, reason: str) -> dict:
+    row = _base_row(path, options.model_name)
+    row.update(status="crashed", error=f"The file crashed the worker process that decoded it ({reason}).")
+    return row
+
+
+# --------------------------------------------------------------------------- executors
+
+
+def _worker_env() -> dict[str, str]:
+    """One BLAS/OpenMP thread per worker: the processes share the cores instead."""
+    return {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+
+
+def local_executor(jobs: int) -> Executor:
+    """joblib's loky process pool (spawned workers, reused across runs)."""
+    from joblib.externals.loky import get_reusable_executor
+
+    return get_reusable_executor(max_workers=jobs, timeout=60, env=_worker_env())
+
+
+def resolve_jobs(jobs: int) -> int:
+    """``-1`` (or 0) means every core."""
+    return max(1, os.cpu_count() or 1) if jobs <= 0 else jobs
+
+
+def _is_worker_crash(exc: BaseException) -> bool:
+    names = {type(exc).__name__, *(type(c).__name__ for c in (exc.__cause__, exc.__context__) if c)}
+    return bool(names & {"TerminatedWorkerError", "BrokenProcessPool", "KilledWorker", "ShutdownExecutorError"})
+
+
+def iter_chunks(
+    paths: list[str],
+    options: Options,
+    *,
+    executor_factory: Callable[[], Executor],
+    chunk_size: int = 32,
+    in_flight: int = 4,
+) -> Iterator[ChunkResult]:
+    """Run ``annotate_chunk`` over ``paths`` and yield results as chunks finish.
+
+    At most ``in_flight`` chunks are queued at a time, so memory does not grow with the
+    number of files. When a worker dies, every chunk that was in flight is split into
+    single files and retried; a single file that kills a worker again gets a
+    ``crashed`` row.
+    """
+    queue: deque[tuple[list[str], bool]] = deque(
+        (paths[i:i + chunk_size], False) for i in range(0, len(paths), chunk_size))
+    executor = executor_factory()
+    running: dict[Future, tuple[list[str], bool]] = {}
+    while queue or running:
+        while queue and len(running) < in_flight:
+            chunk, single = queue.popleft()
+            try:
+                running[executor.submit(annotate_chunk, chunk, options)] = (chunk, single)
+            except Exception as exc:  # pool broken between results: start a fresh one
+                if not _is_worker_crash(exc):
+                    raise
+                queue.appendleft((chunk, single))
+                executor = executor_factory()
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for fut in done:
+            chunk, single = running.pop(fut)
+            try:
+                yield fut.result()
+            except Exception as exc:
+                if not _is_worker_crash(exc):
+                    raise RuntimeError(f"worker failed: {traceback.format_exception_only(exc)[-1].strip()}") from exc
+                if single:
+                    yield ChunkResult(rows=[_crash_row(chunk[0], options, _crash_reason(exc))])
+                else:
+                    queue.extendleft(([p], True) for p in reversed(chunk))
+                executor = executor_factory()
+
+
+def _crash_reason(exc: BaseException) -> str:
+    text = str(exc)
+    for sig in ("SIGSEGV", "SIGKILL", "SIGABRT", "SIGBUS"):
+        if sig in text:
+            return f"killed by {sig}"
+    return "the worker died"
+
+
+# --------------------------------------------------------------------------- library API
+
+
+def _run(inputs, *, model: str, jobs: int, hop_s: float | None, include, exclude, segments: bool):
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    paths = discover(inputs, include=include or (), exclude=exclude or ())
+    name = load_model(model).name  # fails here, not in a worker, for an unknown model
+    options = Options(model=str(model), model_name=name, hop_s=hop_s, segments=segments)
+    n = resolve_jobs(jobs)
+    results = list(iter_chunks(paths, options, executor_factory=lambda: local_executor(n)))
+    return results
+
+
+def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=columns)
+    return df.sort_values([c for c in ("path", "start_s") if c in columns], kind="stable").reset_index(drop=True)
+
+
+def annotate(
+    inputs: str | Path | Iterable[str | Path],
+    *,
+    model: str = DEFAULT_MODEL,
+    jobs: int = -1,
+    hop_s: float | None = None,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Classify audio files: one file, a list, or folders (searched recursively).
+
+    Returns one row per file with the columns of :data:`COLUMNS`, sorted by path.
+
+    >>> import sercli
+    >>> df = sercli.annotate("examples", model="mfcc-cnn", jobs=1)  # doctest: +SKIP
+    >>> df[["path", "emotion", "confidence"]]  # doctest: +SKIP
+    """
+    results = _run(inputs, model=model, jobs=jobs, hop_s=hop_s, include=include, exclude=exclude, segments=False)
+    return _frame([r for res in results for r in res.rows], COLUMNS)
+
+
+def annotate_segments(
+    inputs: str | Path | Iterable[str | Path],
+    *,
+    model: str = DEFAULT_MODEL,
+    jobs: int = -1,
+    hop_s: float | None = None,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Window-level emotions: one row per (file, window) with :data:`SEGMENT_COLUMNS`."""
+    results = _run(inputs, model=model, jobs=jobs, hop_s=hop_s, include=include, exclude=exclude, segments=True)
+    return _frame([s for res in results for s in res.segments], SEGMENT_COLUMNS)

@@ -1,0 +1,138 @@
+"""Corpus statistics from emotion tables: pandas in, pandas out.
+
+>>> import pandas as pd
+>>> df = pd.DataFrame({"path": ["a/1.wav", "a/2.wav", "b/3.wav"], "status": ["ok", "ok", "corrupt"],
+...                    "emotion": ["anger", "sadness", None], "confidence": [0.9, 0.6, None],
+...                    "duration_s": [2.0, 3.0, None]})
+>>> summarize(df, by="folder")[["files", "ok", "failed", "dominant"]]
+        files  ok  failed dominant
+group                             
+a           2   2       0    anger
+b           1   0       1     <NA>
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .corpora import EMOTIONS
+
+__all__ = ["read_results", "summarize", "group_keys", "agreement", "LOW_CONFIDENCE"]
+
+#: Rows with ``confidence`` below this count as low-confidence.
+LOW_CONFIDENCE = 0.5
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """Read an ``annotate`` table (Parquet/CSV/JSONL, file- or segment-level).
+
+    ``emotion`` becomes an ordered categorical over the seven classes; Parquet
+    metadata (model, version, date) is in ``df.attrs``.
+    """
+    from .output import read_table
+
+    df = read_table(path)
+    if "emotion" in df:
+        df["emotion"] = pd.Categorical(df["emotion"], categories=list(EMOTIONS), ordered=True)
+    return df
+
+
+def group_keys(paths: pd.Series, by: str, frame: pd.DataFrame | None = None) -> pd.Series:
+    """Group label per row for ``by``: ``folder``, ``depth:N``, a column name or a regex.
+
+    A regex uses its first named group (or first group) matched anywhere in the path;
+    rows that do not match get ``<NA>``.
+    """
+    if by == "folder":
+        return paths.map(lambda p: str(Path(p).parent))
+    if by.startswith("depth:"):
+        n = int(by.split(":", 1)[1])
+        return paths.map(lambda p: "/".join(Path(p).parts[:n]))
+    if frame is not None and by in frame.columns:
+        return frame[by].astype("string")
+    pattern = re.compile(by)
+    if pattern.groups == 0:
+        raise ValueError(f"--by {by!r} is not folder, depth:N, a column or a regex with a group.")
+    group = next(iter(pattern.groupindex), 1)
+    return paths.map(lambda p: (m := pattern.search(p)) and m.group(group)).astype("string")
+
+
+def summarize(df: pd.DataFrame, *, by: str | None = None) -> pd.DataFrame:
+    """Per-group statistics of an emotion table (one group, ``all``, when ``by`` is None).
+
+    Columns: ``files``, ``ok``, ``failed``, ``duration_s``, ``mean_confidence``,
+    ``low_confidence_share`` (ok rows under :data:`LOW_CONFIDENCE`), ``dominant``, then
+    per emotion ``n_<emotion>`` (files), ``share_<emotion>`` (of ok files) and
+    ``duration_share_<emotion>`` (of ok audio).
+    """
+    keys = pd.Series("all", index=df.index) if by is None else group_keys(df["path"].astype(str), by, df)
+    status = df["status"] if "status" in df else pd.Series("ok", index=df.index)
+    ok = status.eq("ok")
+    emotion = df["emotion"].astype("string")
+    duration = df["duration_s"] if "duration_s" in df else df["end_s"] - df["start_s"]
+    duration = duration.fillna(0.0).astype(float)
+    confidence = df["confidence"].astype(float)
+    frame = pd.DataFrame({"group": keys.fillna("<NA>").astype(str), "ok": ok, "emotion": emotion,
+                          "duration": duration, "confidence": confidence.where(ok)})
+    g = frame.groupby("group", sort=True)
+    out = pd.DataFrame({
+        "files": g.size(),
+        "ok": g["ok"].sum().astype(int),
+        "duration_s": g["duration"].sum().round(3),
+        "mean_confidence": g["confidence"].mean().round(4),
+        "low_confidence_share": g.apply(lambda x: float((x["confidence"][x["ok"]] < LOW_CONFIDENCE).mean())
+                                        if x["ok"].any() else np.nan, include_groups=False).round(4),
+    })
+    out.insert(2, "failed", out["files"] - out["ok"])
+    okf = frame[frame["ok"]]
+    counts = pd.crosstab(okf["group"], okf["emotion"]).reindex(index=out.index, columns=list(EMOTIONS),
+                                                                fill_value=0)
+    dur = okf.pivot_table(index="group", columns="emotion", values="duration", aggfunc="sum", observed=False)
+    dur = dur.reindex(index=out.index, columns=list(EMOTIONS)).fillna(0.0)
+    out["dominant"] = pd.Series(
+        [counts.columns[int(np.argmax(r))] if r.sum() else pd.NA for r in counts.to_numpy()],
+        index=out.index, dtype="string")
+    n_ok = counts.sum(axis=1).replace(0, np.nan)
+    d_ok = dur.sum(axis=1).replace(0, np.nan)
+    for e in EMOTIONS:
+        out[f"n_{e}"] = counts[e].astype(int)
+    for e in EMOTIONS:
+        out[f"share_{e}"] = (counts[e] / n_ok).round(4)
+    for e in EMOTIONS:
+        out[f"duration_share_{e}"] = (dur[e] / d_ok).round(4)
+    return out
+
+
+def agreement(df: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """Agreement of predicted ``emotion`` with reference labels (``truth``: path, emotion).
+
+    Paths are matched exactly, then by file name. Returns accuracy, macro-F1, n, the
+    per-class table and the confusion matrix (rows true, columns predicted).
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    pred = df[df["status"].eq("ok")] if "status" in df else df
+    t = truth.set_index("path")["emotion"]
+    y_true = pred["path"].map(t)
+    missing = y_true.isna()
+    if missing.any():
+        by_name = truth.assign(name=truth["path"].map(lambda p: Path(p).name)).drop_duplicates("name")
+        y_true[missing] = pred.loc[missing, "path"].map(lambda p: Path(p).name).map(
+            by_name.set_index("name")["emotion"])
+    mask = y_true.notna()
+    yt = y_true[mask].astype(str).to_numpy()
+    yp = pred.loc[mask, "emotion"].astype(str).to_numpy()
+    labels = list(EMOTIONS)
+    p, r, f, s = precision_recall_fscore_support(yt, yp, labels=labels, zero_division=0)
+    return {
+        "n": int(mask.sum()),
+        "unmatched": int((~mask).sum()),
+        "accuracy": float(accuracy_score(yt, yp)) if len(yt) else float("nan"),
+        "macro_f1": float(f1_score(yt, yp, average="macro", zero_division=0)) if len(yt) else float("nan"),
+        "per_class": pd.DataFrame({"precision": p, "recall": r, "f1": f, "support": s}, index=labels),
+        "confusion": pd.DataFrame(confusion_matrix(yt, yp, labels=labels), index=labels, columns=labels),
+    }

@@ -1,0 +1,364 @@
+"""Training: feature cache, augmentation, checkpointed training loop, calibration, export.
+
+``train()`` trains on the manifest's ``train`` rows, early-stops on ``val`` (or on a
+stratified slice of ``train`` when there is no ``val``), never reads ``test``, and
+writes a model directory that :mod:`sercli.models` loads. Imports Keras/TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import features as F
+from .architectures import ARCHITECTURES, build
+from .audio import decode
+from .corpora import EMOTIONS, read_manifest
+from .models import KERAS_FILE, MODEL_FILE, PARAMS_FILE, softmax
+from .pipeline import aggregate
+
+__all__ = ["TrainOptions", "train", "manifest_hash"]
+
+log = logging.getLogger("sercli.train")
+
+#: Speed-perturbation factors cached for training (1.0 = the original signal).
+SPEEDS = (1.0, 0.9, 1.1)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything that defines a training run (recorded in the model card)."""
+
+    arch: str = "mfcc-cnn"
+    split_column: str = "split"
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    patience: int = 8
+    seed: int = 0
+    val_fraction: float = 0.1
+    mixup_alpha: float = 0.2
+    noise_prob: float = 0.5
+    spec_augment: bool = True
+    speed_perturb: bool = True
+    window_s: float = 3.0
+    extra: dict = field(default_factory=dict)
+
+
+def manifest_hash(df: pd.DataFrame) -> str:
+    """SHA-256 of the manifest rows that matter (file name, label, split), order-independent."""
+    cols = [c for c in df.columns if c not in ("path",)]
+    names = df["path"].map(lambda p: Path(p).name)
+    text = "\n".join(sorted(names + "," + df[cols].astype(str).agg(",".join, axis=1)))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _extract_one(path: str, params: F.FeatureParams, speeds: tuple[float, ...]):
+    import soxr
+
+    try:
+        audio = decode(path, sample_rate=params.sample_rate)
+    except Exception as exc:  # reported, the file is then left out of training
+        return str(exc)
+    out = []
+    for speed in speeds:
+        y = audio.samples
+        if speed != 1.0:
+            y = soxr.resample(y, params.sample_rate, int(round(params.sample_rate / speed)))
+        out.append((F.log_mel(y, params).astype(np.float16), F.frame_db(y, params).astype(np.float16)))
+    return out
+
+
+def load_features(paths: list[str], params: F.FeatureParams, *, cache_dir: Path, jobs: int,
+                  speeds: tuple[float, ...] = SPEEDS) -> dict[str, list]:
+    """``{path: [(log_mel, frame_db) per speed]}``, computed once and cached on disk."""
+    from joblib import Parallel, delayed
+
+    key_params = {k: v for k, v in params.to_dict().items()
+                  if k in ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax")}
+    key = hashlib.sha256(json.dumps([key_params, speeds]).encode()).hexdigest()[:16]
+    cache_file = cache_dir / f"features-{key}.npz"
+    cached: dict[str, list] = {}
+    if cache_file.exists():
+        with np.load(cache_file, allow_pickle=False) as z:
+            names = list(z["names"])
+            offsets, mel, level = z["offsets"], z["mel"], z["level"]
+            lo = z["level_offsets"]
+            for i, name in enumerate(names):
+                entries = []
+                for s in range(len(speeds)):
+                    j = i * len(speeds) + s
+                    entries.append((mel[:, offsets[j]:offsets[j + 1]], level[lo[j]:lo[j + 1]]))
+                cached[name] = entries
+    todo = [p for p in paths if p not in cached]
+    if todo:
+        log.info("extracting features of %d files (%d cached)", len(todo), len(cached))
+        results = Parallel(n_jobs=jobs, batch_size=32)(delayed(_extract_one)(p, params, speeds) for p in todo)
+        for p, r in zip(todo, results):
+            if isinstance(r, str):
+                log.warning("skipped %s: %s", p, r)
+            else:
+                cached[p] = r
+        _save_cache(cache_file, cached, params.n_mels)
+    return {p: cached[p] for p in paths if p in cached}
+
+
+def _save_cache(cache_file: Path, cached: dict[str, list], n_mels: int) -> None:
+    names = list(cached)
+    mels = [m for n in names for m, _ in cached[n]]
+    levels = [lv for n in names for _, lv in cached[n]]
+    offsets = np.concatenate([[0], np.cumsum([m.shape[1] for m in mels])])
+    level_offsets = np.concatenate([[0], np.cumsum([len(lv) for lv in levels])])
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(".tmp.npz")
+    np.savez(tmp, names=np.array(names), offsets=offsets, level_offsets=level_offsets,
+             mel=np.concatenate(mels, axis=1) if mels else np.zeros((n_mels, 0), np.float16),
+             level=np.concatenate(levels) if levels else np.zeros(0, np.float16))
+    os.replace(tmp, cache_file)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def _augmented_window(entries: list, params: F.FeatureParams, opts: TrainOptions,
+                      rng: np.random.Generator) -> np.ndarray:
+    """One random training window ``(n_features, window_frames)`` from a file's cached features."""
+    idx = int(rng.integers(len(entries))) if opts.speed_perturb else 0
+    mel = entries[idx][0].astype(np.float32)
+    wf = params.window_frames
+    if mel.shape[1] > wf:
+        start = int(rng.integers(mel.shape[1] - wf + 1))
+        mel = mel[:, start:start + wf]
+    if rng.random() < opts.noise_prob:  # additive noise in the power domain, SNR 5-40 dB
+        power = 10.0 ** (mel / 10.0)
+        snr_db = rng.uniform(5.0, 40.0)
+        noise = power.mean() / 10.0 ** (snr_db / 10.0) * rng.exponential(1.0, size=power.shape)
+        mel = 10.0 * np.log10(power + noise + 1e-10)
+    if opts.spec_augment:  # two frequency masks on the log-mel, filled with its mean
+        for _ in range(2):
+            width = int(rng.integers(0, params.n_mels // 8 + 1))
+            f0 = int(rng.integers(0, params.n_mels - width + 1))
+            mel[f0:f0 + width] = mel.mean()
+    x = F.normalize_window(F.from_log_mel(mel, params), wf)
+    if opts.spec_augment:  # two time masks on the model input
+        for _ in range(2):
+            width = int(rng.integers(0, wf // 10 + 1))
+            t0 = int(rng.integers(0, wf - width + 1))
+            x[:, t0:t0 + width] = 0.0
+    return x
+
+
+def _epoch_data(items: list, labels: np.ndarray, params: F.FeatureParams, opts: TrainOptions,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    x = np.stack([_augmented_window(e, params, opts, rng) for e in items])
+    y = np.eye(len(EMOTIONS), dtype=np.float32)[labels]
+    if opts.mixup_alpha > 0:
+        lam = rng.beta(opts.mixup_alpha, opts.mixup_alpha, size=len(x)).astype(np.float32)
+        lam = np.maximum(lam, 1 - lam)  # the first sample dominates
+        perm = rng.permutation(len(x))
+        x = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm]
+        y = lam[:, None] * y + (1 - lam[:, None]) * y[perm]
+    return x, y
+
+
+# --------------------------------------------------------------------------- evaluation on cache
+
+
+def _file_logits(model, items: list, params: F.FeatureParams, durations: list[float]) -> np.ndarray:
+    """Per-file window logits, as ``annotate`` sees them: ``list[(n_windows, 7)]`` + silence masks."""
+    wins = [F.windows_from_log_mel(e[0][0].astype(np.float32), e[0][1].astype(np.float32), params,
+                                   duration_s=d) for e, d in zip(items, durations)]
+    x = np.concatenate([w.x for w in wins])
+    logits = model.predict(x, batch_size=256, verbose=0)
+    out, i = [], 0
+    for w in wins:
+        out.append((logits[i:i + len(w.x)], w))
+        i += len(w.x)
+    return out
+
+
+def _file_probs(file_logits: list, temperature: float) -> np.ndarray:
+    return np.stack([aggregate(softmax(lg / temperature), w.start_s, w.end_s, w.silent) for lg, w in file_logits])
+
+
+def fit_temperature(file_logits: list, labels: np.ndarray) -> float:
+    """Temperature minimising the file-level negative log-likelihood on validation data."""
+    from scipy.optimize import minimize_scalar
+
+    def nll(log_t: float) -> float:
+        p = _file_probs(file_logits, float(np.exp(log_t)))
+        return float(-np.log(np.maximum(p[np.arange(len(labels)), labels], 1e-12)).mean())
+
+    res = minimize_scalar(nll, bounds=(np.log(0.2), np.log(10.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+# --------------------------------------------------------------------------- training loop
+
+
+def _split(df: pd.DataFrame, opts: TrainOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
+    col = opts.split_column
+    if col not in df.columns:
+        raise ValueError(f"The manifest has no {col!r} column.")
+    train = df[df[col] == "train"]
+    val = df[df[col] == "val"]
+    if val.empty:  # stratified slice of train, fixed by the seed
+        from sklearn.model_selection import train_test_split
+
+        train, val = train_test_split(train, test_size=opts.val_fraction, random_state=opts.seed,
+                                      stratify=train["emotion"])
+    return train.reset_index(drop=True), val.reset_index(drop=True)
+
+
+def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: int = -1,
+          cache_dir: str | Path | None = None, command: str = "") -> dict:
+    """Train ``opts.arch`` on ``manifest`` into the model directory ``out``; returns the card.
+
+    Checkpoints after every epoch in ``out/checkpoint``; calling again with the same
+    arguments resumes from the last checkpoint.
+    """
+    import keras
+    import tensorflow as tf
+
+    out = Path(out)
+    ckpt = out / "checkpoint"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cache_dir or Path.home() / ".cache" / "sercli")
+    keras.utils.set_random_seed(opts.seed)
+    tf.config.experimental.enable_op_determinism()
+
+    df = read_manifest(manifest)
+    train_df, val_df = _split(df, opts)
+    params = F.FeatureParams(kind=ARCHITECTURES[opts.arch], window_s=opts.window_s)
+    t0 = time.time()
+    feats = load_features(list(train_df["path"]) + list(val_df["path"]), params,
+                          cache_dir=cache_dir, jobs=jobs)
+    train_df = train_df[train_df["path"].isin(feats)].reset_index(drop=True)
+    val_df = val_df[val_df["path"].isin(feats)].reset_index(drop=True)
+    label_index = {e: i for i, e in enumerate(EMOTIONS)}
+    y_train = train_df["emotion"].map(label_index).to_numpy()
+    y_val = val_df["emotion"].map(label_index).to_numpy()
+    train_items = [feats[p] for p in train_df["path"]]
+    val_items = [feats[p] for p in val_df["path"]]
+    val_dur = [len(e[0][1]) * params.hop_length / params.sample_rate for e in val_items]
+    log.info("train %d files, val %d files, features in %.0f s", len(train_items), len(val_items), time.time() - t0)
+
+    counts = np.bincount(y_train, minlength=len(EMOTIONS))
+    class_weight = {i: float(len(y_train) / (len(EMOTIONS) * max(c, 1))) for i, c in enumerate(counts)}
+    state_file = ckpt / "state.json"
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+        model = keras.saving.load_model(ckpt / "last.keras", safe_mode=True)
+        log.info("resuming after epoch %d", state["epoch"])
+    else:
+        state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "lr": opts.learning_rate, "since_best": 0,
+                 "history": [], "train_seconds": 0.0}
+        model = build(opts.arch, params)
+        model.compile(optimizer=keras.optimizers.Adam(opts.learning_rate),
+                      loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    from sklearn.metrics import f1_score
+
+    while state["epoch"] < opts.epochs and state["since_best"] < opts.patience:
+        epoch = state["epoch"]
+        t_epoch = time.time()
+        rng = np.random.default_rng([opts.seed, epoch])
+        keras.utils.set_random_seed(opts.seed * 1000 + epoch)
+        model.optimizer.learning_rate.assign(state["lr"])
+        x, y = _epoch_data(train_items, y_train, params, opts, rng)
+        sample_weight = np.array([class_weight[i] for i in y_train], dtype=np.float32)
+        hist = model.fit(x, y, batch_size=opts.batch_size, epochs=1, shuffle=True, verbose=0,
+                         sample_weight=sample_weight)
+        val_pred = _file_probs(_file_logits(model, val_items, params, val_dur), 1.0).argmax(axis=1)
+        f1 = float(f1_score(y_val, val_pred, average="macro"))
+        acc = float((val_pred == y_val).mean())
+        state["epoch"] = epoch + 1
+        state["train_seconds"] += time.time() - t_epoch
+        state["history"].append({"epoch": epoch + 1, "loss": float(hist.history["loss"][-1]),
+                                 "val_accuracy": acc, "val_macro_f1": f1, "lr": state["lr"]})
+        if f1 > state["best_f1"]:
+            state.update(best_f1=f1, best_epoch=epoch + 1, since_best=0)
+            model.save(ckpt / "best.keras")
+        else:
+            state["since_best"] += 1
+            if state["since_best"] % 4 == 0:
+                state["lr"] *= 0.5
+        model.save(ckpt / "last.keras")
+        (ckpt / "state.tmp").write_text(json.dumps(state, indent=1))
+        os.replace(ckpt / "state.tmp", state_file)
+        log.info("epoch %d loss %.3f val acc %.3f macro-F1 %.3f (%.0f s)", epoch + 1,
+                 state["history"][-1]["loss"], acc, f1, time.time() - t_epoch)
+
+    best = keras.saving.load_model(ckpt / "best.keras", safe_mode=True)
+    val_logits = _file_logits(best, val_items, params, val_dur)
+    temperature = fit_temperature(val_logits, y_val)
+    log.info("best epoch %d (val macro-F1 %.3f), temperature %.3f", state["best_epoch"], state["best_f1"], temperature)
+    card = {
+        "name": out.name,
+        "arch": opts.arch,
+        "classes": list(EMOTIONS),
+        "temperature": temperature,
+        "training": {
+            "command": command,
+            "manifest": str(manifest),
+            "manifest_sha256": manifest_hash(df),
+            "split_column": opts.split_column,
+            "n_train": len(train_items),
+            "n_val": len(val_items),
+            "options": {k: v for k, v in opts.__dict__.items() if k != "extra"},
+            "best_epoch": state["best_epoch"],
+            "epochs_run": state["epoch"],
+            "val_macro_f1": state["best_f1"],
+            "train_seconds": round(state["train_seconds"], 1),
+            "history": state["history"],
+            "versions": _versions(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+        },
+        "params": best.count_params(),
+    }
+    export(best, params, card, out)
+    return card
+
+
+def export(model, params: F.FeatureParams, card: dict, out: Path) -> None:
+    """Write ``model.keras`` (source of truth), ``model.tflite`` (inference) and ``params.json``."""
+    import tensorflow as tf
+
+    model.save(out / KERAS_FILE)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    (out / MODEL_FILE).write_bytes(converter.convert())
+    (out / PARAMS_FILE).write_text(json.dumps(params.to_dict(), indent=1))
+    card_path = out / "card.json"
+    old = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card = {**card, "evaluation": old.get("evaluation", {})}
+    card_path.write_text(json.dumps(card, indent=1))
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("sercli", "keras", "tensorflow-cpu", "tensorflow", "librosa", "numpy", "soundfile", "soxr",
+                "scipy", "ai-edge-litert"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def remove_checkpoints(out: Path) -> None:
+    """Drop the checkpoint folder once a model is final (keeps shipped models small)."""
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)
