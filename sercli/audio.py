@@ -7,6 +7,7 @@ original channels or rate.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ def _decode_sndfile(path: Path, sample_rate: int, max_duration_s: float | None) 
     import soxr
 
     try:
-        with sf.SoundFile(str(path)) as fh:
+        with sf.SoundFile(os.fsencode(path)) as fh:  # bytes: names need not be UTF-8
             source_rate, channels = int(fh.samplerate), int(fh.channels)
             if source_rate <= 0 or channels <= 0:
                 raise DecodeError("corrupt", "The file header declares no sample rate or no channels.")

@@ -16,7 +16,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str) -> int:
-    err.print(f"sercli: {message}", markup=False, highlight=False)
+    print(f"sercli: {message}", file=sys.stderr)
     return 2
 
 
@@ -72,8 +72,8 @@ def run_annotate(*, inputs, model, output, segments, jobs, hop_s, include, exclu
             progress.stop()
         _shutdown(executor_factory)
     if stats.interrupted:
-        err.print(f"Interrupted: {stats.done} finished rows are kept; run the same command with --resume "
-                  "to finish.", markup=False)
+        print(f"Interrupted: {stats.done} finished rows are kept; run the same command with --resume "
+              "to finish.", file=sys.stderr)
         return 130
     if not quiet:
         _print_summary(stats, emotions, output)

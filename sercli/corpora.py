@@ -20,7 +20,7 @@ from .audio import AUDIO_EXTENSIONS
 __all__ = ["EMOTIONS", "FORMATS", "read_corpus", "read_manifest", "parse_name"]
 
 #: The seven classes, in model output order.
-EMOTIONS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
+from . import EMOTIONS
 
 _CREMA = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happiness", "NEU": "neutral", "SAD": "sadness"}
 _RAVDESS = {"01": "neutral", "02": "calm", "03": "happiness", "04": "sadness", "05": "anger",

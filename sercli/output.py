@@ -124,8 +124,10 @@ def check_output(path: Path, *, overwrite: bool, resume: bool) -> None:
     """Fail early (before any work) if ``path`` cannot be written as asked."""
     writer_for(path)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
+    if not parent.exists():
         raise OutputError(f"The output folder {parent} does not exist.")
+    if not parent.is_dir():
+        raise OutputError(f"The output folder {parent} is a file, not a folder.")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"The output folder {parent} is not writable.")
     if path.is_dir():

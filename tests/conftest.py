@@ -1,0 +1,61 @@
+"""Shared fixtures: real speech from ``examples/`` (CREMA-D, always present) and from
+``../shared/corpora`` (skipped when absent), turned into test files of many kinds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+SHARED = ROOT.parent / "shared" / "corpora"
+#: The model the tests run; SERCLI_TEST_MODEL points at another model directory.
+MODEL = os.environ.get("SERCLI_TEST_MODEL", "mfcc-cnn")
+
+
+@pytest.fixture(scope="session")
+def model() -> str:
+    return MODEL
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not (SHARED / "manifest.csv").is_file():
+        pytest.skip("../shared/corpora is not present")
+    return SHARED
+
+
+def example_files() -> list[Path]:
+    return sorted(EXAMPLES.glob("*.wav"))
+
+
+def speech(seconds: float | None = None, *, index: int = 0, sr: int = 16000) -> np.ndarray:
+    """Real speech (an example clip, repeated to ``seconds``) at ``sr``, float32 mono."""
+    y, rate = sf.read(example_files()[index], dtype="float32")
+    if rate != sr:
+        y = soxr.resample(y, rate, sr)
+    if seconds is not None:
+        n = int(seconds * sr)
+        y = np.tile(y, n // len(y) + 1)[:n]
+    return y.astype(np.float32)
+
+
+def write(path: Path, y: np.ndarray, sr: int, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), y, sr, **kwargs)
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, input: str | None = None, timeout: float = 300,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``sercli`` command (as a user would) and capture its output."""
+    cmd = [sys.executable, "-m", "sercli", *args]
+    return subprocess.run(cmd, cwd=cwd, input=input, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})

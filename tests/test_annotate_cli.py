@@ -1,0 +1,170 @@
+"""``sercli annotate`` end to end: the real CLI on real speech in many formats."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import EXAMPLES, example_files, run_cli, speech, write
+from sercli.pipeline import COLUMNS, PROB_COLUMNS
+
+EMOTIONS = {"anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Real speech in several formats, rates, bit depths and channel counts, plus a long file."""
+    root = tmp_path_factory.mktemp("recordings")
+    y16 = speech(index=0)
+    write(root / "wav16k.wav", y16, 16000, subtype="PCM_16")
+    write(root / "sub dir" / "café 8bit.WAV", speech(index=1, sr=8000), 8000, subtype="PCM_U8")
+    write(root / "sub dir" / "pcm24_44k.wav", speech(index=2, sr=44100), 44100, subtype="PCM_24")
+    write(root / "float_96k.wav", speech(index=3, sr=96000), 96000, subtype="FLOAT")
+    write(root / "stereo48k.flac", np.stack([speech(index=4, sr=48000)] * 2, axis=1), 48000)
+    write(root / "six_channels.wav", np.stack([speech(index=5)] * 6, axis=1) * 0.5, 16000)
+    write(root / "vorbis.ogg", speech(index=6, sr=22050), 22050, format="OGG", subtype="VORBIS")
+    write(root / "opus.opus", speech(index=7, sr=48000), 48000, format="OGG", subtype="OPUS")
+    write(root / "mp3.mp3", speech(index=8, sr=44100), 44100, format="MP3")
+    write(root / "aiff.aiff", speech(index=9), 16000, format="AIFF")
+    write(root / "long.wav", speech(65.0, index=10), 16000)
+    (root / "notes.txt").write_text("not audio, not picked up from a folder")
+    return root
+
+
+def read(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def test_annotate_folder_gives_one_valid_row_per_audio_file(corpus, model, tmp_path):
+    out = tmp_path / "emotions.parquet"
+    res = run_cli("annotate", str(corpus), "--model", model, "-o", str(out), "--jobs", "2")
+    assert res.returncode == 0, res.stderr
+    df = read(out)
+    assert list(df.columns) == COLUMNS
+    assert len(df) == 11 and df["path"].is_unique
+    assert (df["status"] == "ok").all()
+    assert set(df["emotion"]) <= EMOTIONS
+    probs = df[PROB_COLUMNS].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (df["confidence"] == probs.max(axis=1)).all()
+    by_name = df.set_index(df["path"].map(lambda p: Path(p).name))
+    assert by_name.loc["stereo48k.flac", "channels"] == 2 and by_name.loc["stereo48k.flac", "sample_rate"] == 48000
+    assert by_name.loc["six_channels.wav", "channels"] == 6
+    assert by_name.loc["float_96k.wav", "sample_rate"] == 96000
+    assert by_name.loc["long.wav", "duration_s"] == pytest.approx(65.0, abs=0.01)
+    assert by_name.loc["long.wav", "segments"] > 20
+    assert by_name.loc["wav16k.wav", "segments"] == 1
+
+
+def test_parquet_carries_run_metadata(corpus, model, tmp_path):
+    out = tmp_path / "e.parquet"
+    assert run_cli("annotate", str(corpus / "wav16k.wav"), "-m", model, "-o", str(out), "-q").returncode == 0
+    meta = json.loads(pq.read_schema(out).metadata[b"sercli"])
+    assert meta["model"] and meta["model_card_sha256"] and meta["sercli_version"]
+    assert meta["feature_params"]["sample_rate"] == 16000
+    assert meta["created"].startswith("20")
+
+
+def test_segments_table_covers_long_file_and_matches_file_row(corpus, model, tmp_path):
+    out, seg = tmp_path / "files.csv", tmp_path / "segments.csv"
+    res = run_cli("annotate", str(corpus / "long.wav"), str(corpus / "wav16k.wav"), "-m", model,
+                  "-o", str(out), "--segments", str(seg), "--hop", "1.0", "-q")
+    assert res.returncode == 0, res.stderr
+    files, segs = pd.read_csv(out), pd.read_csv(seg)
+    long_row = files[files["path"].str.endswith("long.wav")].iloc[0]
+    long_segs = segs[segs["path"] == long_row["path"]]
+    assert len(long_segs) == long_row["segments"]
+    assert long_segs["start_s"].is_monotonic_increasing
+    assert long_segs["end_s"].max() == pytest.approx(65.0, abs=0.02)
+    assert np.diff(long_segs["start_s"].to_numpy())[:-1] == pytest.approx(1.0, abs=0.02)
+    # the file-level result is the duration-weighted mean of the non-silent windows
+    w = (long_segs["end_s"] - long_segs["start_s"]).to_numpy()[:, None]
+    mean = (long_segs[PROB_COLUMNS].to_numpy() * w).sum(axis=0) / w.sum()
+    np.testing.assert_allclose(long_row[PROB_COLUMNS].to_numpy(dtype=float), mean, atol=1e-5)
+
+
+def test_stdin_paths_and_csv_on_stdout(corpus, model):
+    paths = "\n".join([str(corpus / "wav16k.wav"), str(corpus / "mp3.mp3"), str(corpus / "wav16k.wav")]) + "\n"
+    res = run_cli("annotate", "-", "-m", model, "-o", "-", input=paths)
+    assert res.returncode == 0, res.stderr
+    df = pd.read_csv(StringIO(res.stdout))
+    assert list(df.columns) == COLUMNS
+    assert len(df) == 2  # named twice, annotated once
+    assert (df["status"] == "ok").all()
+
+
+def test_jsonl_output_and_include_exclude_globs(corpus, model, tmp_path):
+    out = tmp_path / "e.jsonl"
+    res = run_cli("annotate", str(corpus), "-m", model, "-o", str(out), "--include", "*.wav",
+                  "--exclude", "long*", "-q")
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    names = sorted(Path(r["path"]).name for r in rows)
+    assert names == sorted(["wav16k.wav", "pcm24_44k.wav", "float_96k.wav", "six_channels.wav"])
+
+
+def test_existing_output_is_refused_without_overwrite(corpus, model, tmp_path):
+    out = tmp_path / "e.csv"
+    out.write_text("precious")
+    res = run_cli("annotate", str(corpus / "wav16k.wav"), "-m", model, "-o", str(out))
+    assert res.returncode == 2
+    assert "--overwrite" in res.stderr and "Traceback" not in res.stderr
+    assert out.read_text() == "precious"
+    assert run_cli("annotate", str(corpus / "wav16k.wav"), "-m", model, "-o", str(out), "--overwrite",
+                   "-q").returncode == 0
+    assert len(pd.read_csv(out)) == 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model", "no-such-model"], "No model named"),
+    (["-o", "/nonexistent-dir/e.parquet"], "does not exist"),
+    (["-o", "e.xlsx"], "Unknown output format"),
+    (["--hop", "0"], "--hop must be"),
+])
+def test_unusable_arguments_exit_2_with_one_sentence(corpus, model, tmp_path, args, needle):
+    res = run_cli("annotate", str(corpus / "wav16k.wav"), "--model", model, *args, cwd=tmp_path)
+    assert res.returncode == 2
+    assert needle in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_bad_file_gives_exit_1_and_a_row(corpus, model, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00garbage" * 10)
+    out = tmp_path / "e.csv"
+    res = run_cli("annotate", str(corpus / "wav16k.wav"), str(bad), "-m", model, "-o", str(out))
+    assert res.returncode == 1
+    df = pd.read_csv(out)
+    assert sorted(df["status"]) == ["corrupt", "ok"]
+    assert "files not ok" in res.stderr
+
+
+def test_examples_match_their_labels_better_than_chance(model, tmp_path):
+    """The bundled examples (unseen speakers) through the library API."""
+    import sercli
+
+    df = sercli.annotate(EXAMPLES, model=model, jobs=1)
+    labels = pd.read_csv(EXAMPLES / "labels.csv")
+    merged = df.assign(name=df["path"].map(lambda p: Path(p).name)).merge(labels, left_on="name", right_on="path")
+    assert len(merged) == len(example_files()) == 12
+    accuracy = (merged["emotion_x"] == merged["emotion_y"]).mean()
+    assert accuracy > 2 / 12  # chance is 1/6 over these six emotions
+
+
+def test_help_imports_nothing_heavy():
+    """``--help`` must stay fast: the CLI module may not import the audio/ML stack."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sercli.cli; heavy = {'tensorflow', 'keras', 'librosa', 'pandas', 'numba', "
+            "'ai_edge_litert', 'sklearn'} & set(sys.modules); print(sorted(heavy))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"
+    res = subprocess.run([sys.executable, "-m", "sercli", "annotate", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "--segments" in res.stdout

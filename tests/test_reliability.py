@@ -1,0 +1,268 @@
+"""Hostile inputs, crashes, interruption and resume: nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, run_cli, speech, write
+from sercli.pipeline import PROB_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> Path:
+    """One file per kind of trouble, next to good files."""
+    root = tmp_path_factory.mktemp("hostile")
+    good = write(root / "good.wav", speech(index=0), 16000)
+    (root / "empty.wav").write_bytes(b"")
+    (root / "truncated_header.wav").write_bytes(good.read_bytes()[:30])
+    (root / "random_bytes.flac").write_bytes(np.random.default_rng(0).bytes(20000))
+    (root / "text.mp3").write_text("this is not an mp3 file\n" * 100)
+    (root / "no_ffmpeg.m4a").write_bytes(np.random.default_rng(1).bytes(5000))
+    (root / "dangling.wav").symlink_to(root / "does-not-exist.wav")
+    nan = speech(index=1)
+    nan[1000:1100] = np.nan
+    write(root / "nan.wav", nan, 16000, subtype="FLOAT")
+    write(root / "silence.wav", np.zeros(16000 * 3, np.float32), 16000)
+    write(root / "tiny.wav", speech(index=2)[:1600], 16000)
+    write(root / "clipped_dc.wav", np.clip(speech(index=3) * 20 + 0.2, -1, 1), 16000)
+    write(root / "odd_rate_11025.wav", speech(index=4, sr=11025), 11025)
+    write(root / "eight_channels.wav", np.stack([speech(index=5)] * 8, axis=1) * 0.3, 16000, subtype="PCM_24")
+    write(root / "name with spaces – ünïcode.wav", speech(index=6), 16000)
+    os.rename(write(root / "latin1.wav", speech(index=7), 16000), bytes(root) + b"/latin1_caf\xe9.wav")
+    (root / "loop").mkdir()
+    (root / "loop" / "back").symlink_to(root, target_is_directory=True)
+    return root
+
+
+EXPECTED = {
+    "good.wav": "ok",
+    "empty.wav": "empty",
+    "truncated_header.wav": "corrupt",
+    "random_bytes.flac": "corrupt",
+    "text.mp3": "corrupt",
+    "dangling.wav": "missing",
+    "nan.wav": "invalid_samples",
+    "silence.wav": "silent",
+    "tiny.wav": "too_short",
+    "clipped_dc.wav": "ok",
+    "odd_rate_11025.wav": "ok",
+    "eight_channels.wav": "ok",
+    "name with spaces – ünïcode.wav": "ok",
+    "latin1_caf\\xe9.wav": "ok",
+}
+
+
+def test_every_hostile_file_gets_one_row_with_a_clear_status(hostile, model, tmp_path):
+    out = tmp_path / "e.parquet"
+    res = run_cli("annotate", str(hostile), "-m", model, "-o", str(out))
+    assert res.returncode == 1, res.stderr  # completed, some files not ok
+    assert "Traceback" not in res.stderr
+    df = pd.read_parquet(out)
+    assert df["path"].is_unique  # the directory loop was walked once
+    names = df["path"].map(lambda p: p.rsplit("/", 1)[-1])
+    status = dict(zip(names, df["status"]))
+    for name, expected in EXPECTED.items():
+        assert status.pop(name) == expected, name
+    assert status.pop("no_ffmpeg.m4a") in ("unsupported", "corrupt")
+    assert not status, f"unexpected rows: {status}"
+    bad = df[df["status"] != "ok"]
+    assert bad["error"].notna().all()
+    assert all(e.endswith(".") and "\n" not in e for e in bad["error"])
+    assert bad[PROB_COLUMNS].isna().all().all()
+    tiny = df[names == "tiny.wav"].iloc[0]
+    assert "0.25 s" in tiny["error"]  # says where the limit is
+    flags = dict(zip(names, df["flags"]))
+    assert "clipped" in flags["clipped_dc.wav"] and "dc_offset" in flags["clipped_dc.wav"]
+
+
+def test_missing_named_file_gets_a_row(model, tmp_path):
+    out = tmp_path / "e.csv"
+    res = run_cli("annotate", str(tmp_path / "gone.wav"), "-m", model, "-o", str(out))
+    assert res.returncode == 1
+    row = pd.read_csv(out).iloc[0]
+    assert row["status"] == "missing" and "no longer exists" in row["error"]
+
+
+def _decode_status_as_nobody(path: str, queue) -> None:
+    from sercli.audio import DecodeError, decode
+
+    os.setuid(65534)  # root reads every file: become user nobody first
+    try:
+        decode(path, sample_rate=16000)
+        queue.put(("ok", ""))
+    except DecodeError as exc:
+        queue.put((exc.status, exc.message))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to user nobody")
+def test_unreadable_file_is_reported_as_permission_denied():
+    import multiprocessing
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="sercli-perm-")
+    try:
+        os.chmod(folder, 0o755)
+        secret = write(Path(folder) / "secret.wav", speech(index=0), 16000)
+        secret.chmod(0o600)
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_decode_status_as_nobody, args=(str(secret), queue))
+        child.start()
+        status, message = queue.get(timeout=60)
+        child.join()
+    finally:
+        shutil.rmtree(folder)
+    assert status == "unreadable" and "permission denied" in message
+
+
+def test_file_that_kills_its_worker_becomes_an_error_row(model, tmp_path):
+    """A decoder crash (SIGSEGV) in a worker: that file gets a row, the run goes on."""
+    crash_hook = tmp_path / "hook"
+    crash_hook.mkdir()
+    (crash_hook / "sitecustomize.py").write_text(
+        "import os, signal, soundfile\n"
+        "_orig = soundfile.SoundFile.__init__\n"
+        "def _init(self, file, *a, **k):\n"
+        "    if 'segfault' in str(file):\n"
+        "        os.kill(os.getpid(), signal.SIGSEGV)\n"
+        "    _orig(self, file, *a, **k)\n"
+        "soundfile.SoundFile.__init__ = _init\n")
+    data = tmp_path / "data"
+    for i in range(6):
+        write(data / f"ok_{i}.wav", speech(index=i), 16000)
+    write(data / "segfault.wav", speech(index=7), 16000)
+    out = tmp_path / "e.csv"
+    env = {"PYTHONPATH": f"{crash_hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    res = run_cli("annotate", str(data), "-m", model, "-o", str(out), "-j", "2", env=env)
+    assert res.returncode == 1, res.stderr
+    df = pd.read_csv(out)
+    assert len(df) == 7 and df["path"].is_unique
+    crashed = df[df["path"].str.endswith("segfault.wav")].iloc[0]
+    assert crashed["status"] == "crashed" and "crashed the worker" in crashed["error"]
+    assert (df[~df["path"].str.endswith("segfault.wav")]["status"] == "ok").all()
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory) -> Path:
+    """240 files (links to 12 real clips) and one long file: enough for a run to be killed part-way."""
+    root = tmp_path_factory.mktemp("many")
+    clips = [write(root / "src" / f"clip{i}.wav", speech(index=i), 16000) for i in range(12)]
+    for i in range(240):
+        (root / "links").mkdir(exist_ok=True)
+        (root / "links" / f"f{i:04d}.wav").symlink_to(clips[i % 12])
+    return root / "links"
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sercli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+
+
+def _wait_for_rows(journal: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if journal.exists() and journal.read_text().count("\n") > n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("the run made no progress")
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values("path").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def reference(many, model, tmp_path_factory) -> pd.DataFrame:
+    out = tmp_path_factory.mktemp("ref") / "ref.parquet"
+    res = run_cli("annotate", str(many), "-m", model, "-o", str(out), "-q")
+    assert res.returncode == 0, res.stderr
+    return _sorted(pd.read_parquet(out))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_run_resumes_to_the_same_rows(many, model, reference, tmp_path, sig):
+    out = tmp_path / "e.parquet"
+    journal = tmp_path / "e.parquet.journal"
+    proc = _start(["annotate", str(many), "-m", model, "-o", str(out), "-q", "-j", "2"])
+    _wait_for_rows(journal, 40, proc)
+    if sig == signal.SIGKILL:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, workers included
+    else:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C reaches the main process
+    _, stderr = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "--resume" in stderr and "Traceback" not in stderr
+    assert not out.exists()  # never a half-written final file
+    assert journal.exists()
+    kept = journal.read_text().count("\n") - 1
+    assert 0 < kept < 240
+
+    res = run_cli("annotate", str(many), "-m", model, "-o", str(out), "--resume")
+    assert res.returncode == 0, res.stderr
+    assert "resumed" in res.stderr
+    assert not journal.exists()
+    resumed = _sorted(pd.read_parquet(out))
+    assert len(resumed) == 240 and resumed["path"].is_unique
+    pd.testing.assert_frame_equal(resumed.drop(columns=PROB_COLUMNS + ["confidence"]),
+                                  reference.drop(columns=PROB_COLUMNS + ["confidence"]))
+    np.testing.assert_allclose(resumed[PROB_COLUMNS].to_numpy(), reference[PROB_COLUMNS].to_numpy(), atol=1e-6)
+
+
+def test_resume_of_a_finished_run_adds_only_new_files(many, model, tmp_path):
+    out = tmp_path / "e.csv"
+    files = sorted(many.iterdir())
+    assert run_cli("annotate", *map(str, files[:5]), "-m", model, "-o", str(out), "-q").returncode == 0
+    res = run_cli("annotate", *map(str, files[:8]), "-m", model, "-o", str(out), "--resume", "-q")
+    assert res.returncode == 0, res.stderr
+    df = pd.read_csv(out)
+    assert len(df) == 8 and df["path"].is_unique
+
+
+def test_resume_with_another_model_is_refused(many, model, tmp_path, monkeypatch):
+    out = tmp_path / "e.parquet"
+    journal = out.with_name(out.name + ".journal")
+    journal.write_text('{"sercli_journal": 1, "meta": {"model": "other-model", "model_card_sha256": "x"}}\n')
+    res = run_cli("annotate", str(many), "-m", model, "-o", str(out), "--resume")
+    assert res.returncode == 2
+    assert "made with model 'other-model'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_output_under_a_file_is_refused_before_any_work(many, model, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = run_cli("annotate", str(many), "-m", model, "-o", str(blocker / "e.parquet"))
+    assert res.returncode == 2 and "is a file, not a folder" in res.stderr
+    assert list(tmp_path.iterdir()) == [blocker]  # nothing written anywhere
+
+
+def test_hour_long_file_is_classified_with_bounded_memory(model, tmp_path):
+    import psutil
+
+    long = write(tmp_path / "hour.wav", speech(3600.0, index=0, sr=16000), 16000, subtype="PCM_16")
+    out = tmp_path / "e.csv"
+    proc = psutil.Popen([sys.executable, "-m", "sercli", "annotate", str(long), "-m", model, "-o", str(out),
+                         "-q", "-j", "1"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            tree = [proc, *proc.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    assert proc.returncode == 0, proc.stderr.read()
+    row = pd.read_csv(out).iloc[0]
+    assert row["status"] == "ok" and row["duration_s"] == pytest.approx(3600, abs=0.1)
+    assert row["segments"] == pytest.approx(3600 / 1.5, abs=2)
+    assert peak < 1.5 * 2**30, f"peak RSS {peak / 2**20:.0f} MiB"
