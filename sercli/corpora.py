@@ -44,11 +44,12 @@ def _ravdess(stem: str) -> tuple[str, str, str] | None:
 
 
 def _tess(stem: str) -> tuple[str, str, str] | None:
-    m = re.fullmatch(r"([OY]AF)_\w+?_([a-z]+)", stem, flags=re.IGNORECASE)
+    # speaker OAF or YAF; one original file is misspelt "OA_bite_neutral"
+    m = re.fullmatch(r"([OY]A)F?_\w+?_([a-z]+)", stem, flags=re.IGNORECASE)
     if not m:
         return None
     code = m[2].lower()
-    return (m[1].upper(), code, _TESS[code]) if code in _TESS else None
+    return (m[1].upper() + "F", code, _TESS[code]) if code in _TESS else None
 
 
 def _savee(stem: str) -> tuple[str, str, str] | None:

@@ -5,10 +5,10 @@
 ...                    "emotion": ["anger", "sadness", None], "confidence": [0.9, 0.6, None],
 ...                    "duration_s": [2.0, 3.0, None]})
 >>> summarize(df, by="folder")[["files", "ok", "failed", "dominant"]]
-        files  ok  failed dominant
-group                             
-a           2   2       0    anger
-b           1   0       1     <NA>
+       files  ok  failed dominant
+group                            
+a          2   2       0    anger
+b          1   0       1     <NA>
 """
 
 from __future__ import annotations
