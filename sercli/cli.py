@@ -90,6 +90,22 @@ def models_show(name: str = typer.Argument(..., help="Model name or directory.")
 
 
 @app.command()
+def summarize(
+    results: Path = typer.Argument(..., help="A table written by annotate (.parquet, .csv, .jsonl)."),
+    by: Optional[str] = typer.Option(None, "--by", help="folder, depth:N, a column, or a regex with a group."),
+    truth: Optional[Path] = typer.Option(None, "--truth", help="Manifest CSV (path,emotion) to compare with."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the statistics as JSON here."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the per-group table as CSV here."),
+) -> None:
+    """Corpus statistics of an emotion table: per emotion, per group, confidence, agreement."""
+    from .console import run_summarize
+
+    raise typer.Exit(run_summarize(results=results, by=by, truth=truth, html_out=html_out, json_out=json_out,
+                                   csv_out=csv_out))
+
+
+@app.command()
 def evaluate(
     model: str = typer.Option("mfcc-cnn", "--model", "-m", help="Shipped model name or model directory."),
     manifest: Path = typer.Option(..., help="Manifest CSV with path, emotion and a split column."),
@@ -133,7 +149,7 @@ def train(
     arch: str = typer.Option("mfcc-cnn", help="mel-cnn, mfcc-cnn or mfcc-crnn."),
     out: Path = typer.Option(..., help="Model directory to write (resumes if it holds a checkpoint)."),
     split_column: str = typer.Option("split", help="Column with train/val/test."),
-    epochs: int = typer.Option(30, help="Maximum epochs."),
+    epochs: int = typer.Option(25, help="Maximum epochs."),
     seed: int = typer.Option(0, help="Random seed."),
     jobs: int = typer.Option(-1, help="Processes for feature extraction."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default ~/.cache/sercli)."),

@@ -168,7 +168,7 @@ def print_models() -> None:
 
 
 def _fmt(v) -> str:
-    return "—" if v is None else f"{v:.3f}"
+    return "—" if v is None or v != v else f"{v:.3f}"
 
 
 def print_card(name: str) -> int:
@@ -230,3 +230,72 @@ def run_evaluate(*, model, manifest, split, split_column, json_out, plot, record
         key = record_in_card(record, metrics, command)
         err.print(f"recorded in {record}/card.json as {key}", markup=False)
     return 0
+
+
+def run_summarize(*, results, by, truth, html_out, json_out, csv_out) -> int:
+    """``sercli summarize``; returns the exit status."""
+    from .corpora import read_manifest
+    from .output import OutputError
+    from .reports import agreement, read_results, summarize
+
+    if not results.is_file():
+        return _fail(f"{results} does not exist.")
+    try:
+        df = read_results(results)
+        overall = summarize(df)
+        groups = summarize(df, by=by) if by else overall
+        scored = agreement(df, read_manifest(truth)) if truth else None
+    except (OutputError, ValueError, KeyError) as exc:
+        return _fail(str(exc).strip("'"))
+    out = Console()
+    out.print(_summary_table(groups, f"{results.name}" + (f" by {by}" if by else "")))
+    out.print(_shares_table(groups))
+    if scored is not None:
+        out.print(f"agreement with {truth.name}: n = {scored['n']} ({scored['unmatched']} unmatched), "
+                  f"accuracy {scored['accuracy']:.4f}, macro-F1 {scored['macro_f1']:.4f}", highlight=False)
+        pc = Table(title="per class")
+        for col in ("class", "precision", "recall", "f1", "support"):
+            pc.add_column(col, justify="right")
+        for cls, m in scored["per_class"].iterrows():
+            pc.add_row(cls, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", f"{int(m['support'])}")
+        out.print(pc)
+    if csv_out:
+        groups.to_csv(csv_out)
+    if json_out:
+        doc = {"overall": json.loads(overall.to_json(orient="index")),
+               "groups": json.loads(groups.to_json(orient="index")), "by": by}
+        if scored is not None:
+            doc["agreement"] = {k: scored[k] for k in ("n", "unmatched", "accuracy", "macro_f1")}
+            doc["agreement"]["per_class"] = json.loads(scored["per_class"].to_json(orient="index"))
+            doc["agreement"]["confusion"] = scored["confusion"].to_numpy().tolist()
+        json_out.write_text(json.dumps(doc, indent=1))
+    if html_out:
+        from .html import render_report
+        from .output import write_text_atomic
+
+        write_text_atomic(html_out, render_report(df, groups, overall, agreement=scored, source=str(results)))
+    return 0
+
+
+def _summary_table(summary, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("group", "files", "ok", "failed", "hours", "mean conf.", "low conf.", "dominant"):
+        table.add_column(col, justify="right")
+    for group, r in summary.iterrows():
+        table.add_row(str(group), str(r["files"]), str(r["ok"]), str(r["failed"]), f"{r['duration_s'] / 3600:.3f}",
+                      _fmt(r["mean_confidence"]), _fmt(r["low_confidence_share"]), str(r["dominant"]))
+    return table
+
+
+def _shares_table(summary) -> Table:
+    table = Table(title="share of ok files per emotion")
+    table.add_column("group", justify="right")
+    for e in EMOTIONS:
+        table.add_column(e[:7], justify="right")
+    for group, r in summary.iterrows():
+        table.add_row(str(group), *[_pct(r[f"share_{e}"]) for e in EMOTIONS])
+    return table
+
+
+def _pct(v) -> str:
+    return "—" if v != v else f"{v:.0%}"

@@ -1,8 +1,8 @@
 """Audio -> model input: the one implementation used by training and by ``annotate``.
 
-A signal becomes a log-mel spectrogram (:func:`log_mel`), optionally MFCCs
-(:func:`from_log_mel`), then fixed-size windows, each normalised on its own
-(:func:`windows`). Training caches :func:`log_mel` output and calls the same
+A signal becomes a log-mel spectrogram (:func:`log_mel`), cut into fixed-size
+windows, each normalised on its own and turned into the model's features, log-mel
+or MFCCs (:func:`normalize_window`, :func:`from_log_mel`). Training caches :func:`log_mel` output and calls the same
 :func:`from_log_mel` and :func:`normalize_window`, so a shipped model sees at
 inference exactly what it saw in training.
 """
@@ -104,16 +104,17 @@ def frame_db(y: np.ndarray, params: FeatureParams) -> np.ndarray:
     return 20.0 * np.log10(np.maximum(rms, 1e-7))
 
 
-def normalize_window(feat: np.ndarray, n_frames: int) -> np.ndarray:
-    """Zero-mean, unit-variance per row over the window's real frames, padded to ``n_frames``.
+def normalize_window(log_mel_db: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """Model input for one window of log-mel frames, padded to ``params.window_frames``.
 
-    ``feat`` has shape ``(n_features, t)`` with ``t <= n_frames``; the result has shape
-    ``(n_features, n_frames)``; padded columns are 0 (the mean).
+    ``log_mel_db`` has shape ``(n_mels, t)`` with ``t <= window_frames``. The window's
+    mean level is removed (so gain does not matter, but the spectral envelope stays),
+    the features computed (:func:`from_log_mel`) and scaled to unit variance. The
+    result has shape ``(n_features, window_frames)``; padded columns are 0 (the mean).
     """
-    mean = feat.mean(axis=1, keepdims=True)
-    std = feat.std(axis=1, keepdims=True)
-    out = np.zeros((feat.shape[0], n_frames), dtype=np.float32)
-    out[:, : feat.shape[1]] = (feat - mean) / (std + 1e-5)
+    feat = from_log_mel(log_mel_db - log_mel_db.mean(), params)
+    out = np.zeros((feat.shape[0], params.window_frames), dtype=np.float32)
+    out[:, : feat.shape[1]] = feat / (feat.std() + 1e-5)
     return out
 
 
@@ -160,13 +161,12 @@ def windows_from_log_mel(
     hop_s: float | None = None,
 ) -> Windows:
     """:func:`windows` from a precomputed :func:`log_mel` and :func:`frame_db` (training's cache)."""
-    feats = from_log_mel(log_mel_db, params)
-    n_frames = feats.shape[1]
+    n_frames = log_mel_db.shape[1]
     wf = params.window_frames
     hop_frames = max(1, int(round((hop_s if hop_s is not None else params.window_s / 2)
                                   * params.sample_rate / params.hop_length)))
     starts = window_starts(n_frames, wf, hop_frames)
-    x = np.stack([normalize_window(feats[:, s : s + wf], wf) for s in starts])
+    x = np.stack([normalize_window(log_mel_db[:, s : s + wf], params) for s in starts])
     silent = np.array([level_db[s : s + wf].max() < params.silence_db for s in starts])
     start_s = np.array(starts, dtype=np.float64) * params.hop_length / params.sample_rate
     end_s = np.minimum(start_s + params.window_s, duration_s)

@@ -13,13 +13,24 @@ import csv
 import json
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import pandas as pd
 
-__all__ = ["FORMATS", "Journal", "OutputError", "check_output", "read_table", "writer_for", "write_atomic"]
+__all__ = [
+    "FORMATS",
+    "Journal",
+    "OutputError",
+    "atomic_path",
+    "check_output",
+    "read_table",
+    "write_atomic",
+    "write_text_atomic",
+    "writer_for",
+]
 
 JOURNAL_SUFFIX = ".journal"
 _JOURNAL_VERSION = 1
@@ -88,16 +99,32 @@ def writer_for(path: Path):
         raise OutputError(f"Unknown output format {path.suffix!r}; use .parquet, .csv or .jsonl.") from None
 
 
-def write_atomic(frames: Iterable[pd.DataFrame], path: Path, metadata: dict) -> None:
-    """Write ``frames`` to a temporary sibling of ``path``, then rename it over ``path``."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write; renamed over ``path`` (after fsync) when
+    the block succeeds, removed when it fails."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        writer_for(path).write(frames, tmp, metadata)
+        yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomic(frames: Iterable[pd.DataFrame], path: Path, metadata: dict) -> None:
+    """Write ``frames`` in ``path``'s format, atomically."""
+    writer = writer_for(path)
+    with atomic_path(path) as tmp:
+        writer.write(frames, tmp, metadata)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -229,3 +256,4 @@ class CsvStream:
 
 def _isnan(v) -> bool:
     return v is None or (isinstance(v, float) and v != v)
+

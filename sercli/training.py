@@ -41,10 +41,10 @@ class TrainOptions:
 
     arch: str = "mfcc-cnn"
     split_column: str = "split"
-    epochs: int = 30
+    epochs: int = 25
     batch_size: int = 32
     learning_rate: float = 1e-3
-    patience: int = 8
+    patience: int = 6
     seed: int = 0
     val_fraction: float = 0.1
     mixup_alpha: float = 0.2
@@ -152,7 +152,7 @@ def _augmented_window(entries: list, params: F.FeatureParams, opts: TrainOptions
             width = int(rng.integers(0, params.n_mels // 8 + 1))
             f0 = int(rng.integers(0, params.n_mels - width + 1))
             mel[f0:f0 + width] = mel.mean()
-    x = F.normalize_window(F.from_log_mel(mel, params), wf)
+    x = F.normalize_window(mel, params)
     if opts.spec_augment:  # two time masks on the model input
         for _ in range(2):
             width = int(rng.integers(0, wf // 10 + 1))

@@ -29,8 +29,8 @@ def test_each_window_is_normalised_over_its_real_frames():
     x = F.windows(y, params).x[0]
     real = 1 + len(y) // params.hop_length
     assert real < params.window_frames  # a short clip: padded
-    np.testing.assert_allclose(x[:, :real].mean(axis=1), 0, atol=1e-4)
-    np.testing.assert_allclose(x[:, :real].std(axis=1), 1, atol=1e-2)
+    assert abs(x[:, :real].mean()) < 1e-4 and x[:, :real].std() == pytest.approx(1, abs=1e-3)
+    assert x[:, :real].mean(axis=1).std() > 0.1  # the spectral envelope is kept
     assert not x[:, real:].any()  # padding is the mean, 0
 
 
