@@ -53,7 +53,7 @@ def _stacked(groups: pd.DataFrame, max_groups: int = 40):
     ax.invert_yaxis()
     ax.set_xlabel("share of files")
     ax.set_title("Emotions per group")
-    ax.legend(ncol=4, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.05))
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _svg(fig)
 
 

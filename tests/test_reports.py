@@ -1,0 +1,128 @@
+"""summarize, --truth and the HTML report, checked against plain pandas on real annotations."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import EXAMPLES, run_cli
+from sercli.reports import read_results, summarize
+
+EMOTIONS = ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
+
+
+@pytest.fixture(scope="module")
+def annotated(model, tmp_path_factory) -> tuple[Path, Path]:
+    """The bundled examples, plus a copy in a second folder and a corrupt file."""
+    root = tmp_path_factory.mktemp("reports")
+    (root / "a").mkdir()
+    (root / "b").mkdir()
+    for i, f in enumerate(sorted(EXAMPLES.glob("*.wav"))):
+        shutil.copy(f, root / ("a" if i % 3 else "b") / f.name)
+    (root / "b" / "broken.wav").write_bytes(b"not audio at all")
+    out, seg = root / "files.parquet", root / "segments.parquet"
+    res = run_cli("annotate", str(root / "a"), str(root / "b"), "-m", model, "-o", str(out), "--segments", str(seg),
+                  "-q")
+    assert res.returncode == 1, res.stderr
+    return out, seg
+
+
+def test_read_results_gives_ordered_categorical_and_metadata(annotated):
+    df = read_results(annotated[0])
+    assert list(df["emotion"].cat.categories) == EMOTIONS and df["emotion"].cat.ordered
+    assert df.attrs["model"] and df.attrs["sercli_version"]
+
+
+def test_summarize_by_folder_matches_pandas(annotated):
+    df = pd.read_parquet(annotated[0])
+    got = summarize(df, by="folder")
+    folder = df["path"].map(lambda p: str(Path(p).parent))
+    ok = df["status"] == "ok"
+    for name, g in df.groupby(folder):
+        row = got.loc[name]
+        gok = g[g["status"] == "ok"]
+        assert row["files"] == len(g) and row["ok"] == len(gok) and row["failed"] == len(g) - len(gok)
+        assert row["duration_s"] == pytest.approx(g["duration_s"].fillna(0).sum(), abs=1e-3)
+        assert row["mean_confidence"] == pytest.approx(gok["confidence"].mean(), abs=1e-4)
+        counts = gok["emotion"].value_counts()
+        for e in EMOTIONS:
+            assert row[f"n_{e}"] == counts.get(e, 0)
+            assert row[f"share_{e}"] == pytest.approx(counts.get(e, 0) / len(gok), abs=1e-4)
+            dur = gok.loc[gok["emotion"] == e, "duration_s"].sum() / gok["duration_s"].sum()
+            assert row[f"duration_share_{e}"] == pytest.approx(dur, abs=1e-4)
+        assert row["dominant"] == counts.idxmax()
+    assert got["files"].sum() == len(df) and got["ok"].sum() == ok.sum()
+
+
+def test_summarize_by_regex_group_and_depth(annotated):
+    df = pd.read_parquet(annotated[0])
+    by_speaker = summarize(df, by=r"/(?P<speaker>\d{4})_")
+    assert sorted(by_speaker.index) == ["1006", "1015", "<NA>"]  # broken.wav has no speaker
+    assert by_speaker.loc["1006", "files"] == 6
+    depth = summarize(df, by=f"depth:{len(Path(df['path'][0]).parts) - 1}")
+    assert len(depth) == 2
+
+
+def test_truth_agreement_matches_sklearn(annotated, tmp_path):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    df = pd.read_parquet(annotated[0])
+    res = run_cli("summarize", str(annotated[0]), "--truth", str(EXAMPLES / "labels.csv"),
+                  "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv"))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "s.json").read_text())
+    labels = pd.read_csv(EXAMPLES / "labels.csv").set_index("path")["emotion"]
+    ok = df[df["status"] == "ok"]
+    truth = ok["path"].map(lambda p: labels[Path(p).name])
+    assert doc["agreement"]["n"] == 12
+    assert doc["agreement"]["accuracy"] == pytest.approx(accuracy_score(truth, ok["emotion"]))
+    assert doc["agreement"]["macro_f1"] == pytest.approx(f1_score(truth, ok["emotion"], average="macro"))
+    assert np.array(doc["agreement"]["confusion"]).sum() == 12
+    assert doc["overall"]["all"]["files"] == 13 and doc["overall"]["all"]["failed"] == 1
+    assert f"accuracy {doc['agreement']['accuracy']:.4f}" in res.stdout
+    assert len(pd.read_csv(tmp_path / "s.csv")) == 1
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    return path
+
+
+@pytest.mark.parametrize("which", ["files", "segments"])
+def test_html_report_renders_in_chromium(annotated, tmp_path, which):
+    table = annotated[0] if which == "files" else annotated[1]
+    html = tmp_path / "report.html"
+    args = ["summarize", str(table), "--html", str(html)]
+    if which == "files":
+        args += ["--by", "folder", "--truth", str(EXAMPLES / "labels.csv")]
+    res = run_cli(*args)
+    assert res.returncode == 0, res.stderr
+    text = html.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)  # self-contained: nothing to fetch
+    n_svg = text.count("<svg")
+    # distribution, confidence, then groups and confusion | a timeline for each of the 6 longest files
+    assert n_svg == (4 if which == "files" else 8)
+    shot = tmp_path / "shot.png"
+    proc = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+         "--window-size=1000,2400", f"--screenshot={shot}", html.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert shot.exists(), proc.stderr
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert not console, console
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.std() > 10  # not blank
+    assert (img < 128).mean() > 0.01  # plots and text drawn
