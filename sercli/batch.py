@@ -142,10 +142,12 @@ def annotate_to_file(
     stats.resumed = len(paths) - len(todo)
     try:
         for res in iter_chunks(todo, options, executor_factory=executor_factory):
+            t_write = time.perf_counter()
             if seg_journal is not None:
                 seg_journal.append(res.segments)  # before the file rows: a kill in between re-runs the files
             journal.append(res.rows)
             stats.add(res)
+            stats.stage_s["write"] = stats.stage_s.get("write", 0.0) + time.perf_counter() - t_write
             if on_chunk:
                 on_chunk(res, stats)
     except KeyboardInterrupt:
@@ -153,6 +155,7 @@ def annotate_to_file(
         stats.wall_s = time.perf_counter() - t0
         return stats
 
+    t_write = time.perf_counter()
     write_atomic(_journal_frames(journal, COLUMNS, lambda df: df), output, meta)
     if seg_journal is not None:
         finished = journal.done_keys()
@@ -166,5 +169,6 @@ def annotate_to_file(
         write_atomic(_journal_frames(seg_journal, SEGMENT_COLUMNS, keep), segments_output, meta)
         seg_journal.remove()
     journal.remove()
+    stats.stage_s["write"] = stats.stage_s.get("write", 0.0) + time.perf_counter() - t_write
     stats.wall_s = time.perf_counter() - t0
     return stats
