@@ -97,24 +97,23 @@ def cold_run(folder: Path, jobs: int, model: str, out: Path) -> dict:
     return {"wall_s": wall, "peak_rss_mib": mem.peak / 2**20}
 
 
-def steady_run(folder: Path, jobs: int, model: str, out: Path) -> dict:
+def steady_run(folder: Path, jobs: int, model: str, out: Path, executor_factory=None) -> dict:
     """In-process run on warm workers (spawned, imports done, model loaded by a first small run)."""
     from sercli.batch import annotate_to_file
     from sercli.discovery import discover
     from sercli.models import load_model
     from sercli.pipeline import Options, local_executor
 
+    factory = executor_factory or (lambda: local_executor(jobs))
     mdl = load_model(model)
     options = Options(model=model, model_name=mdl.name)
     t0 = time.perf_counter()
     paths = discover([folder])
     t_discover = time.perf_counter() - t0
     # warm the pool: workers spawned, imports and the model loaded
-    annotate_to_file((paths * 2)[: 64 * jobs], options, mdl, output=out, overwrite=True,
-                     executor_factory=lambda: local_executor(jobs))
+    annotate_to_file((paths * 2)[: 64 * jobs], options, mdl, output=out, overwrite=True, executor_factory=factory)
     t0 = time.perf_counter()
-    stats = annotate_to_file(paths, options, mdl, output=out, overwrite=True,
-                             executor_factory=lambda: local_executor(jobs))
+    stats = annotate_to_file(paths, options, mdl, output=out, overwrite=True, executor_factory=factory)
     wall = time.perf_counter() - t0
     return {
         "files": len(paths), "wall_s": wall,
@@ -122,6 +121,17 @@ def steady_run(folder: Path, jobs: int, model: str, out: Path) -> dict:
         "x_real_time": stats.audio_s / wall,
         "stage_s": {"discover": t_discover, **{k: round(v, 3) for k, v in stats.stage_s.items()}},
     }
+
+
+def dask_run(folder: Path, workers: int, model: str, out: Path) -> dict:
+    """Steady-state throughput on a Dask LocalCluster with ``workers`` worker processes."""
+    from sercli.cluster import dask_executor_factory
+
+    factory = dask_executor_factory(None, workers)
+    try:
+        return steady_run(folder, workers, model, out, executor_factory=factory)
+    finally:
+        factory.close()
 
 
 def baseline(folder: Path, n: int) -> dict:
@@ -208,6 +218,7 @@ def main() -> None:
     for fmt, d in fmt_dirs.items():
         steady = steady_run(d, 2, args.model, workdir / f"{fmt}.parquet")
         res["runs"].append({"format": fmt, "jobs": 2, **{f"steady_{k}": v for k, v in steady.items()}})
+    res["dask"] = [{"workers": w, **dask_run(wav_dir, w, args.model, workdir / "dask.parquet")} for w in (1, 2)]
     res["baseline"] = baseline(wav_dir, args.baseline_files)
     best = max(r["steady_files_per_s"] for r in res["runs"] if r["format"] == "wav")
     res["speedup_vs_baseline"] = best / res["baseline"]["files_per_s"]
@@ -229,6 +240,9 @@ def report(res: dict) -> None:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["steady_stage_s"].items())
         print(f"{r['format']:6} {r['jobs']:4d} {cold} {r['steady_files_per_s']:10.0f} "
               f"{r['steady_x_real_time']:10.0f}  {stages}")
+    for r in res["dask"]:
+        print(f"dask LocalCluster, {r['workers']} worker process(es): {r['files_per_s']:.0f} files/s, "
+              f"{r['x_real_time']:.0f}× real time")
     b = res["baseline"]
     print(f"baseline (study loop, {b['files']} files): {b['files_per_s']:.1f} files/s, "
           f"{b['x_real_time']:.0f}× real time; sercli is {res['speedup_vs_baseline']:.0f}× faster")

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .corpora import EMOTIONS
+from . import EMOTIONS
 
 err = Console(stderr=True)
 

@@ -79,14 +79,18 @@ def record_in_card(model_dir: str | Path, metrics: dict, command: str) -> str:
 
     Returns the protocol key it was stored under.
     """
-    from .models import CARD_FILE, render_card
+    from .models import CARD_FILE, load_model, render_card
 
     model_dir = Path(model_dir)
     card_path = model_dir / CARD_FILE
     card = json.loads(card_path.read_text())
     key = PROTOCOLS.get(metrics["split_column"], metrics["split_column"])
-    card.setdefault("evaluation", {})[key] = {**{k: v for k, v in metrics.items() if k not in ("not_ok",)},
-                                              "command": command, "not_ok": len(metrics["not_ok"])}
+    entry = {**{k: v for k, v in metrics.items() if k != "not_ok"}, "command": command,
+             "not_ok": len(metrics["not_ok"])}
+    evaluated = load_model(metrics["model"])
+    if evaluated.path != model_dir.resolve():  # e.g. the study-protocol twin of a shipped model
+        entry["trained_by"] = evaluated.card.get("training", {}).get("command", "")
+    card.setdefault("evaluation", {})[key] = entry
     card_path.write_text(json.dumps(card, indent=1))
     (model_dir / "CARD.md").write_text(render_card(card))
     return key

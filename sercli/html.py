@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .corpora import EMOTIONS
+from . import EMOTIONS
 
 __all__ = ["render_report"]
 

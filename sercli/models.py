@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -28,6 +32,20 @@ DEFAULT_MODEL = "mfcc-cnn"
 
 class ModelNotFound(Exception):
     """``--model`` names neither a shipped model nor a model directory."""
+
+
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (C/C++ libraries' own logging) for a moment."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -78,8 +96,9 @@ class Model:
     def _interpreter(self):
         from ai_edge_litert.interpreter import Interpreter
 
-        interp = Interpreter(model_path=str(self.path / MODEL_FILE), num_threads=1)
-        interp.allocate_tensors()
+        with _quiet_stderr():  # the runtime announces its CPU delegate on stderr
+            interp = Interpreter(model_path=str(self.path / MODEL_FILE), num_threads=1)
+            interp.allocate_tensors()
         return interp
 
     def logits(self, x: np.ndarray) -> np.ndarray:

@@ -17,16 +17,18 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
-import pandas as pd
 
 from .audio import DecodeError, decode
-from .corpora import EMOTIONS
+from . import EMOTIONS
 from .discovery import discover, display_path
 from .features import windows
 from .models import DEFAULT_MODEL, Model, load_model
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["COLUMNS", "SEGMENT_COLUMNS", "Options", "ChunkResult", "annotate", "annotate_segments",
            "iter_chunks", "aggregate"]
@@ -259,8 +261,10 @@ def _run(inputs, *, model: str, jobs: int, hop_s: float | None, include, exclude
     return results
 
 
-def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=columns)
+def _frame(rows: list[dict], columns: list[str]):
+    from .batch import typed_frame
+
+    df = typed_frame(rows, columns)
     return df.sort_values([c for c in ("path", "start_s") if c in columns], kind="stable").reset_index(drop=True)
 
 
@@ -272,7 +276,7 @@ def annotate(
     hop_s: float | None = None,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
-) -> pd.DataFrame:
+) -> "pd.DataFrame":
     """Classify audio files: one file, a list, or folders (searched recursively).
 
     Returns one row per file with the columns of :data:`COLUMNS`, sorted by path.
@@ -293,7 +297,7 @@ def annotate_segments(
     hop_s: float | None = None,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
-) -> pd.DataFrame:
+) -> "pd.DataFrame":
     """Window-level emotions: one row per (file, window) with :data:`SEGMENT_COLUMNS`."""
     results = _run(inputs, model=model, jobs=jobs, hop_s=hop_s, include=include, exclude=exclude, segments=True)
     return _frame([s for res in results for s in res.segments], SEGMENT_COLUMNS)

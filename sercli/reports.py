@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .corpora import EMOTIONS
+from . import EMOTIONS
 
 __all__ = ["read_results", "summarize", "group_keys", "agreement", "LOW_CONFIDENCE"]
 
