@@ -48,13 +48,13 @@ def run_annotate(*, inputs, model, output, segments, jobs, hop_s, include, exclu
     if not paths:
         return _fail("no audio files found in the given inputs.")
     options = Options(model=str(model), model_name=mdl.name, hop_s=hop_s, segments=segments is not None)
-    emotions: dict[str, int] = {}
+    seen: dict[str, list] = {"status": [], "emotion": [], "confidence": [], "duration_s": []}
     progress, task = _progress(len(paths), quiet)
 
     def on_chunk(res, stats) -> None:
-        for r in res.rows:
-            if r["status"] == "ok":
-                emotions[r["emotion"]] = emotions.get(r["emotion"], 0) + 1
+        for r in res.rows:  # the few columns the closing summary needs
+            for k, column in seen.items():
+                column.append(r[k])
         if progress is not None:
             progress.update(task, completed=stats.resumed + stats.done,
                             hours=f"{stats.audio_s / 3600:.2f} h audio")
@@ -76,7 +76,7 @@ def run_annotate(*, inputs, model, output, segments, jobs, hop_s, include, exclu
               "to finish.", file=sys.stderr)
         return 130
     if not quiet:
-        _print_summary(stats, emotions, output)
+        _print_summary(stats, seen, output)
     return 0 if stats.failed == 0 else 1
 
 
@@ -133,7 +133,12 @@ class _RateProgress:
         self._p.update(task, rate=f"{speed:.1f} files/s" if speed else "", **fields)
 
 
-def _print_summary(stats, emotions: dict[str, int], output) -> None:
+def _print_summary(stats, seen: dict[str, list], output) -> None:
+    """The run's numbers, then the same emotion table as ``sercli summarize``."""
+    import pandas as pd
+
+    from .reports import summarize
+
     table = Table(title="sercli annotate", show_header=False, title_justify="left")
     table.add_row("files ok", f"{stats.ok}")
     table.add_row("files not ok", f"{stats.failed}")
@@ -142,14 +147,13 @@ def _print_summary(stats, emotions: dict[str, int], output) -> None:
     table.add_row("audio", f"{stats.audio_s / 3600:.3f} h")
     table.add_row("wall time", f"{stats.wall_s:.1f} s")
     if stats.wall_s > 0:
-        table.add_row("speed", f"{stats.audio_s / stats.wall_s:.0f}× real time, "
-                               f"{(stats.done) / stats.wall_s:.1f} files/s")
-    total = sum(emotions.values())
-    for e in EMOTIONS:
-        if emotions.get(e):
-            table.add_row(e, f"{emotions[e]} ({emotions[e] / total:.0%})")
+        table.add_row("speed", f"{stats.audio_s / stats.wall_s:.0f}× real time, {stats.done / stats.wall_s:.1f} files/s")
     table.add_row("output", str(output))
     err.print(table)
+    if seen["status"]:
+        overall = summarize(pd.DataFrame(seen))
+        err.print(_summary_table(overall, "this run"))
+        err.print(_shares_table(overall))
 
 
 def print_models() -> None:
