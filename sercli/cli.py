@@ -113,8 +113,8 @@ def evaluate(
     split_column: str = typer.Option("split", help="Column holding the split."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the confusion matrix as PNG here."),
-    record: Optional[Path] = typer.Option(None, "--record", help="Store the result in this model "
-                                          "directory's card (under the split column's protocol)."),
+    record: List[Path] = typer.Option([], "--record", help="Store the result in this model directory's card "
+                                      "(under the split column's protocol); repeatable."),
     jobs: int = typer.Option(-1, "--jobs", "-j", help="Worker processes."),
 ) -> None:
     """Accuracy, macro-F1, per-class and per-corpus tables and ECE on a manifest split."""

@@ -230,9 +230,9 @@ def run_evaluate(*, model, manifest, split, split_column, json_out, plot, record
         json_out.write_text(json.dumps(metrics, indent=1))
     if plot:
         plot_confusion(metrics, plot)
-    if record:
-        key = record_in_card(record, metrics, command)
-        err.print(f"recorded in {record}/card.json as {key}", markup=False)
+    for model_dir in record:
+        key = record_in_card(model_dir, metrics, command)
+        err.print(f"recorded in {model_dir}/card.json as {key}", markup=False)
     return 0
 
 

@@ -178,11 +178,18 @@ def _worker_env() -> dict[str, str]:
     return {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
 
 
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the main process, which stops the run and keeps its rows."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def local_executor(jobs: int) -> Executor:
     """joblib's loky process pool (spawned workers, reused across runs)."""
     from joblib.externals.loky import get_reusable_executor
 
-    return get_reusable_executor(max_workers=jobs, timeout=60, env=_worker_env())
+    return get_reusable_executor(max_workers=jobs, timeout=60, env=_worker_env(), initializer=_ignore_sigint)
 
 
 def resolve_jobs(jobs: int) -> int:

@@ -190,16 +190,18 @@ def reference(many, model, tmp_path_factory) -> pd.DataFrame:
     return _sorted(pd.read_parquet(out))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_interrupted_run_resumes_to_the_same_rows(many, model, reference, tmp_path, sig):
+@pytest.mark.parametrize("sig, group", [(signal.SIGKILL, True), (signal.SIGINT, False), (signal.SIGINT, True)],
+                         ids=["kill-9", "ctrl-c-main", "ctrl-c-terminal"])
+def test_interrupted_run_resumes_to_the_same_rows(many, model, reference, tmp_path, sig, group):
+    """kill -9 of every process, or Ctrl-C (to the main process, or to the whole terminal group)."""
     out = tmp_path / "e.parquet"
     journal = tmp_path / "e.parquet.journal"
     proc = _start(["annotate", str(many), "-m", model, "-o", str(out), "-q", "-j", "2"])
     _wait_for_rows(journal, 40, proc)
-    if sig == signal.SIGKILL:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, workers included
+    if group:
+        os.killpg(proc.pid, sig)  # every process of the run, workers included
     else:
-        proc.send_signal(signal.SIGINT)  # Ctrl-C reaches the main process
+        proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "--resume" in stderr and "Traceback" not in stderr
