@@ -35,10 +35,6 @@ class _DaskExecutors:
                                          dashboard_address=None, env=_worker_env())
             self._client = Client(self._cluster)
 
-    @property
-    def client(self):
-        return self._client
-
     def __call__(self):
         return self._client.get_executor()
 

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -358,7 +357,3 @@ def _versions() -> dict[str, str]:
             pass
     return out
 
-
-def remove_checkpoints(out: Path) -> None:
-    """Drop the checkpoint folder once a model is final (keeps shipped models small)."""
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)
