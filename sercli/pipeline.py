@@ -213,37 +213,48 @@ def iter_chunks(
     """Run ``annotate_chunk`` over ``paths`` and yield results as chunks finish.
 
     At most ``in_flight`` chunks are queued at a time, so memory does not grow with the
-    number of files. When a worker dies, every chunk that was in flight is split into
-    single files and retried; a single file that kills a worker again gets a
-    ``crashed`` row.
+    number of files. When a worker dies, the files of every chunk that was in flight
+    become suspects: each is then retried alone, with nothing else running, so a file
+    that kills its worker again is known for sure and gets a ``crashed`` row.
     """
-    queue: deque[tuple[list[str], bool]] = deque(
-        (paths[i:i + chunk_size], False) for i in range(0, len(paths), chunk_size))
+    chunks: deque[list[str]] = deque(paths[i:i + chunk_size] for i in range(0, len(paths), chunk_size))
+    suspects: deque[str] = deque()
+    running: dict[Future, tuple[list[str], bool]] = {}  # future -> (paths, ran alone)
     executor = executor_factory()
-    running: dict[Future, tuple[list[str], bool]] = {}
-    while queue or running:
-        while queue and len(running) < in_flight:
-            chunk, single = queue.popleft()
-            try:
-                running[executor.submit(annotate_chunk, chunk, options)] = (chunk, single)
-            except Exception as exc:  # pool broken between results: start a fresh one
-                if not _is_worker_crash(exc):
-                    raise
-                queue.appendleft((chunk, single))
-                executor = executor_factory()
+
+    def submit(chunk: list[str], alone: bool) -> None:
+        nonlocal executor
+        try:
+            fut = executor.submit(annotate_chunk, chunk, options)
+        except Exception as exc:  # the pool broke between two results: start a fresh one
+            if not _is_worker_crash(exc):
+                raise
+            executor = executor_factory()
+            fut = executor.submit(annotate_chunk, chunk, options)
+        running[fut] = (chunk, alone)
+
+    while chunks or suspects or running:
+        if suspects:
+            if not running:
+                submit([suspects.popleft()], alone=True)
+        else:
+            while chunks and len(running) < in_flight:
+                submit(chunks.popleft(), alone=False)
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for fut in done:
-            chunk, single = running.pop(fut)
+            chunk, alone = running.pop(fut)
             try:
-                yield fut.result()
+                result = fut.result()
             except Exception as exc:
                 if not _is_worker_crash(exc):
                     raise RuntimeError(f"worker failed: {traceback.format_exception_only(exc)[-1].strip()}") from exc
-                if single:
+                if alone:
                     yield ChunkResult(rows=[_crash_row(chunk[0], options, _crash_reason(exc))])
                 else:
-                    queue.extendleft(([p], True) for p in reversed(chunk))
+                    suspects.extend(chunk)
                 executor = executor_factory()
+                continue
+            yield result
 
 
 def _crash_reason(exc: BaseException) -> str:
