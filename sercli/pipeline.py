@@ -186,10 +186,11 @@ def _ignore_sigint() -> None:
 
 
 def local_executor(jobs: int) -> Executor:
-    """joblib's loky process pool (spawned workers, reused across runs)."""
-    from joblib.externals.loky import get_reusable_executor
+    """joblib's process pool (loky: spawned workers, reused across runs, shared with
+    ``joblib.Parallel``)."""
+    from joblib.executor import get_memmapping_executor
 
-    return get_reusable_executor(max_workers=jobs, timeout=60, env=_worker_env(), initializer=_ignore_sigint)
+    return get_memmapping_executor(jobs, timeout=60, env=_worker_env(), initializer=_ignore_sigint)
 
 
 def resolve_jobs(jobs: int) -> int:

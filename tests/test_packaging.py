@@ -10,7 +10,7 @@ from conftest import ROOT
 
 
 def test_wheel_contains_the_shipped_models(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
                     str(tmp_path), str(ROOT)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("sercli-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
