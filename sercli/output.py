@@ -218,7 +218,7 @@ class Journal:
             data = fh.read()
             fh.truncate(data.rfind(b"\n") + 1)
 
-    def rows(self, chunk_rows: int = 50_000) -> Iterator[list[dict]]:
+    def rows(self, chunk_rows: int = 5_000) -> Iterator[list[dict]]:
         """The journal's complete rows, in chunks."""
         chunk: list[dict] = []
         with open(self.path, encoding="utf-8") as fh:
