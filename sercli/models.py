@@ -116,14 +116,7 @@ class Model:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities ``(n, 7)`` for inputs ``(n, n_features, frames)``."""
-        if len(x) == 0:
-            return np.zeros((0, len(self.card.get("classes", ()) or 7)), np.float32)
         return softmax(self.logits(x).astype(np.float64) / self.temperature)
-
-    def headline(self) -> dict:
-        """The card's headline numbers (speaker-independent test split), if evaluated."""
-        ev = self.card.get("evaluation", {}).get("speaker_independent", {})
-        return {k: ev.get(k) for k in ("accuracy", "macro_f1", "ece")}
 
 
 def load_model(name_or_path: str | Path = DEFAULT_MODEL) -> Model:
