@@ -151,6 +151,8 @@ def train(
     split_column: str = typer.Option("split", help="Column with train/val/test."),
     epochs: int = typer.Option(25, help="Maximum epochs."),
     seed: int = typer.Option(0, help="Random seed."),
+    mixup: float = typer.Option(0.2, help="Mixup Beta(alpha, alpha) parameter; 0 turns mixup off."),
+    noise_prob: float = typer.Option(0.5, help="Share of training windows that get additive noise."),
     jobs: int = typer.Option(-1, help="Processes for feature extraction."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default ~/.cache/sercli)."),
 ) -> None:
@@ -166,7 +168,8 @@ def train(
     from .training import train as run_train
 
     command = "sercli " + shlex.join(sys.argv[1:])
-    card = run_train(manifest, out, TrainOptions(arch=arch, split_column=split_column, epochs=epochs, seed=seed),
+    card = run_train(manifest, out, TrainOptions(arch=arch, split_column=split_column, epochs=epochs, seed=seed,
+                                                           mixup_alpha=mixup, noise_prob=noise_prob),
                      jobs=jobs, cache_dir=cache_dir, command=command)
     typer.echo(f"wrote {out} (best epoch {card['training']['best_epoch']}, "
                f"val macro-F1 {card['training']['val_macro_f1']:.3f})", err=True)

@@ -43,7 +43,8 @@ class TrainOptions:
     epochs: int = 25
     batch_size: int = 32
     learning_rate: float = 1e-3
-    patience: int = 6
+    #: epochs without a better val macro-F1 before stopping early
+    patience: int = 10
     seed: int = 0
     val_fraction: float = 0.1
     mixup_alpha: float = 0.2
@@ -208,6 +209,17 @@ def fit_temperature(file_logits: list, labels: np.ndarray) -> float:
 # --------------------------------------------------------------------------- training loop
 
 
+def cosine_lr(epoch: int, opts: TrainOptions) -> float:
+    """Learning rate of ``epoch`` (0-based): cosine decay from ``learning_rate`` to 1 % of it.
+
+    >>> opts = TrainOptions(epochs=11, learning_rate=1e-3)
+    >>> [round(cosine_lr(e, opts) * 1e3, 3) for e in (0, 5, 10)]
+    [1.0, 0.505, 0.01]
+    """
+    frac = epoch / max(opts.epochs - 1, 1)
+    return float(opts.learning_rate * (0.01 + 0.99 * 0.5 * (1.0 + np.cos(np.pi * min(frac, 1.0)))))
+
+
 def _split(df: pd.DataFrame, opts: TrainOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
     col = opts.split_column
     if col not in df.columns:
@@ -263,8 +275,8 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
         model = keras.saving.load_model(ckpt / "last.keras", safe_mode=True)
         log.info("resuming after epoch %d", state["epoch"])
     else:
-        state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "lr": opts.learning_rate, "since_best": 0,
-                 "history": [], "train_seconds": 0.0}
+        state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "since_best": 0, "history": [],
+                 "train_seconds": 0.0}
         model = build(opts.arch, params)
         model.compile(optimizer=keras.optimizers.Adam(opts.learning_rate),
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
@@ -275,7 +287,8 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
         t_epoch = time.time()
         rng = np.random.default_rng([opts.seed, epoch])
         keras.utils.set_random_seed(opts.seed * 1000 + epoch)
-        model.optimizer.learning_rate.assign(state["lr"])
+        lr = cosine_lr(epoch, opts)
+        model.optimizer.learning_rate.assign(lr)
         x, y = _epoch_data(train_items, y_train, params, opts, rng)
         sample_weight = np.array([class_weight[i] for i in y_train], dtype=np.float32)
         hist = model.fit(x, y, batch_size=opts.batch_size, epochs=1, shuffle=True, verbose=0,
@@ -286,14 +299,12 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
         state["epoch"] = epoch + 1
         state["train_seconds"] += time.time() - t_epoch
         state["history"].append({"epoch": epoch + 1, "loss": float(hist.history["loss"][-1]),
-                                 "val_accuracy": acc, "val_macro_f1": f1, "lr": state["lr"]})
+                                 "val_accuracy": acc, "val_macro_f1": f1, "lr": lr})
         if f1 > state["best_f1"]:
             state.update(best_f1=f1, best_epoch=epoch + 1, since_best=0)
             model.save(ckpt / "best.keras")
         else:
             state["since_best"] += 1
-            if state["since_best"] % 4 == 0:
-                state["lr"] *= 0.5
         model.save(ckpt / "last.keras")
         (ckpt / "state.tmp").write_text(json.dumps(state, indent=1))
         os.replace(ckpt / "state.tmp", state_file)
