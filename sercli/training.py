@@ -217,7 +217,7 @@ def cosine_lr(epoch: int, opts: TrainOptions) -> float:
     [1.0, 0.505, 0.01]
     """
     frac = epoch / max(opts.epochs - 1, 1)
-    return float(opts.learning_rate * (0.01 + 0.99 * 0.5 * (1.0 + np.cos(np.pi * min(frac, 1.0)))))
+    return float(opts.learning_rate * (0.01 + 0.99 * 0.5 * (1.0 + np.cos(np.pi * frac))))
 
 
 def _split(df: pd.DataFrame, opts: TrainOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -267,8 +267,9 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
     val_dur = [len(e[0][1]) * params.hop_length / params.sample_rate for e in val_items]
     log.info("train %d files, val %d files, features in %.0f s", len(train_items), len(val_items), time.time() - t0)
 
+    # balanced class weights, as one weight per training file
     counts = np.bincount(y_train, minlength=len(EMOTIONS))
-    class_weight = {i: float(len(y_train) / (len(EMOTIONS) * max(c, 1))) for i, c in enumerate(counts)}
+    sample_weight = (len(y_train) / (len(EMOTIONS) * np.maximum(counts, 1)))[y_train].astype(np.float32)
     state_file = ckpt / "state.json"
     if state_file.exists():
         state = json.loads(state_file.read_text())
@@ -290,7 +291,6 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
         lr = cosine_lr(epoch, opts)
         model.optimizer.learning_rate.assign(lr)
         x, y = _epoch_data(train_items, y_train, params, opts, rng)
-        sample_weight = np.array([class_weight[i] for i in y_train], dtype=np.float32)
         hist = model.fit(x, y, batch_size=opts.batch_size, epochs=1, shuffle=True, verbose=0,
                          sample_weight=sample_weight)
         val_pred = _file_probs(_file_logits(model, val_items, params, val_dur), 1.0).argmax(axis=1)
