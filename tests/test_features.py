@@ -67,3 +67,51 @@ def test_training_path_equals_inference_path():
                                     F.frame_db(y, params), params, duration_s=len(y) / params.sample_rate)
     np.testing.assert_allclose(direct.x, cached.x, atol=0.05)  # float16 cache rounding only
     np.testing.assert_array_equal(direct.silent, cached.silent)
+
+
+def test_training_path_equals_inference_path_for_prosody():
+    params = F.FeatureParams(prosody=True)
+    y = speech(7.0, index=7)
+    direct = F.windows(y, params)
+    cached = F.windows_from_log_mel(F.log_mel(y, params), F.frame_db(y, params).astype(np.float16).astype(np.float32),
+                                    params, f0=F.f0_contour(y, params).astype(np.float16).astype(np.float32),
+                                    duration_s=len(y) / params.sample_rate)
+    assert direct.prosody.shape == (len(direct.x), F.N_PROSODY)
+    np.testing.assert_allclose(direct.prosody, cached.prosody, atol=0.02)  # float16 cache rounding only
+
+
+def test_pitch_of_a_harmonic_tone_is_its_fundamental():
+    params = F.FeatureParams()
+    t = np.arange(params.sample_rate) / params.sample_rate
+    y = sum(np.sin(2 * np.pi * 120.0 * k * t) / k for k in range(1, 8)).astype(np.float32)
+    f0 = F.f0_contour(y, params)
+    assert np.median(f0) == pytest.approx(120.0, rel=0.01)
+    assert (f0[5:-5] > 0).all()
+    assert not F.f0_contour(np.random.default_rng(0).normal(size=len(y)), params)[5:-5].any()  # noise
+
+
+#: Median pitch (Hz) of the voiced frames of each example clip by Praat's autocorrelation
+#: method (parselmouth 0.4.7, ``to_pitch_ac(time_step=0.016, pitch_floor=60, pitch_ceiling=500)``).
+PRAAT_MEDIAN_F0 = [321, 221, 224, 296, 166, 220, 209, 150, 214, 111, 134, 217]
+
+
+def test_pitch_of_real_speech_agrees_with_praat():
+    params = F.FeatureParams()
+    ours = []
+    for i in range(len(PRAAT_MEDIAN_F0)):
+        f0 = F.f0_contour(speech(index=i), params)
+        ours.append(np.median(f0[f0 > 0]))
+    close = np.abs(np.array(ours) / PRAAT_MEDIAN_F0 - 1) < 0.10
+    assert close.sum() >= 11, np.round(ours)
+    assert ours[4] > 1.15 * ours[10]  # neutral: the female actor (1006) speaks higher than the male (1015)
+
+
+def test_prosody_ignores_gain_and_is_zero_for_silence():
+    params = F.FeatureParams(prosody=True)
+    y = speech(index=8)
+    loud = F.windows(y, params).prosody
+    quiet = F.windows(0.1 * y, params).prosody
+    np.testing.assert_allclose(loud, quiet, atol=0.02)
+    assert np.abs(loud).max() < 5 and loud[0, :8].any()  # pitch functionals of a voiced clip
+    silent = F.windows(np.zeros(params.sample_rate * 2, np.float32), params)
+    assert not silent.prosody.any()
