@@ -1,9 +1,7 @@
 """Keras architectures (training only; imports Keras/TensorFlow).
 
 Every model maps ``(batch, n_features, frames)`` to ``(batch, 7)`` *logits*; the
-softmax (with the calibrated temperature) is applied at inference. With
-``params.prosody`` a model has a second input, ``prosody`` ``(batch, n_prosody)``,
-whose small dense embedding joins the pooled spectral features before the classifier. Only built-in
+softmax (with the calibrated temperature) is applied at inference. Only built-in
 layers are used, so the saved ``.keras`` files load with ``safe_mode=True``.
 """
 
@@ -50,12 +48,6 @@ def build(arch: str, params: FeatureParams, *, n_classes: int = 7):
         x = layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]))(x)
         x = layers.Bidirectional(layers.GRU(64, return_sequences=True, unroll=True))(x)
         x = layers.GlobalAveragePooling1D()(x)
-    if params.prosody:
-        pros = keras.Input((params.n_prosody,), name="prosody")
-        p = layers.BatchNormalization(momentum=0.9)(pros)
-        p = layers.Dense(32, activation="relu")(p)
-        x = layers.Concatenate()([x, p])
-        inputs = [inputs, pros]
     x = layers.Dropout(0.3)(x)
     outputs = layers.Dense(n_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name=arch.replace("-", "_"))

@@ -101,33 +101,22 @@ class Model:
             interp.allocate_tensors()
         return interp
 
-    def logits(self, x: np.ndarray, prosody: np.ndarray | None = None) -> np.ndarray:
-        """Raw logits ``(n, 7)`` for model inputs ``x`` ``(n, n_features, frames)`` and, for
-        models with ``params.prosody``, ``prosody`` ``(n, n_prosody)``."""
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Raw logits ``(n, 7)`` for model inputs ``x`` of shape ``(n, n_features, frames)``."""
         interp = self._interpreter
-        given = {"features": x}
-        if self.params.prosody:
-            if prosody is None:
-                raise ValueError(f"Model {self.name!r} also needs the windows' prosody vectors.")
-            given["prosody"] = prosody
-        details = interp.get_input_details()
-        resized = False
-        for inp in details:
-            arr = given["prosody" if "prosody" in inp["name"] else "features"]
-            if inp["shape"][0] != len(arr):
-                interp.resize_tensor_input(inp["index"], [len(arr), *arr.shape[1:]])
-                resized = True
-        if resized:
+        inp = interp.get_input_details()[0]
+        out = interp.get_output_details()[0]
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if inp["shape"][0] != len(x):
+            interp.resize_tensor_input(inp["index"], [len(x), *x.shape[1:]])
             interp.allocate_tensors()
-        for inp in details:
-            arr = given["prosody" if "prosody" in inp["name"] else "features"]
-            interp.set_tensor(inp["index"], np.ascontiguousarray(arr, dtype=np.float32))
+        interp.set_tensor(inp["index"], x)
         interp.invoke()
-        return interp.get_tensor(interp.get_output_details()[0]["index"]).copy()
+        return interp.get_tensor(out["index"]).copy()
 
-    def predict(self, x: np.ndarray, prosody: np.ndarray | None = None) -> np.ndarray:
-        """Calibrated class probabilities ``(n, 7)``; arguments as :meth:`logits`."""
-        return softmax(self.logits(x, prosody).astype(np.float64) / self.temperature)
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities ``(n, 7)`` for inputs ``(n, n_features, frames)``."""
+        return softmax(self.logits(x).astype(np.float64) / self.temperature)
 
 
 def load_model(name_or_path: str | Path = DEFAULT_MODEL) -> Model:

@@ -141,9 +141,7 @@ def annotate_chunk(paths: list[str], options: Options) -> ChunkResult:
     segments = []
     if pending:
         x = np.concatenate([w.x for _, w in pending])
-        pros = np.concatenate([w.prosody for _, w in pending])
-        probs = np.concatenate([model.predict(x[i:i + _BATCH_WINDOWS], pros[i:i + _BATCH_WINDOWS])
-                                for i in range(0, len(x), _BATCH_WINDOWS)])
+        probs = np.concatenate([model.predict(x[i:i + _BATCH_WINDOWS]) for i in range(0, len(x), _BATCH_WINDOWS)])
         i = 0
         for row, w in pending:
             p = probs[i:i + len(w.x)]

@@ -52,8 +52,6 @@ class TrainOptions:
     spec_augment: bool = True
     speed_perturb: bool = True
     window_s: float = 3.0
-    #: give the model the windows' prosodic functionals as a second input
-    prosody: bool = True
     extra: dict = field(default_factory=dict)
 
 
@@ -80,31 +78,30 @@ def _extract_one(path: str, params: F.FeatureParams, speeds: tuple[float, ...]):
         y = audio.samples
         if speed != 1.0:
             y = soxr.resample(y, params.sample_rate, int(round(params.sample_rate / speed)))
-        out.append((F.log_mel(y, params).astype(np.float16), F.frame_db(y, params).astype(np.float16),
-                    F.f0_contour(y, params).astype(np.float16)))
+        out.append((F.log_mel(y, params).astype(np.float16), F.frame_db(y, params).astype(np.float16)))
     return out
 
 
 def load_features(paths: list[str], params: F.FeatureParams, *, cache_dir: Path, jobs: int,
                   speeds: tuple[float, ...] = SPEEDS) -> dict[str, list]:
-    """``{path: [(log_mel, frame_db, f0_contour) per speed]}``, computed once and cached on disk."""
+    """``{path: [(log_mel, frame_db) per speed]}``, computed once and cached on disk."""
     from joblib import Parallel, delayed
 
     key_params = {k: v for k, v in params.to_dict().items()
                   if k in ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax")}
-    key = hashlib.sha256(json.dumps([key_params, speeds, "f0-yin-near-deepest-0.4"]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([key_params, speeds]).encode()).hexdigest()[:16]
     cache_file = cache_dir / f"features-{key}.npz"
     cached: dict[str, list] = {}
     if cache_file.exists():
         with np.load(cache_file, allow_pickle=False) as z:
             names = list(z["names"])
-            offsets, mel, level, f0 = z["offsets"], z["mel"], z["level"], z["f0"]
+            offsets, mel, level = z["offsets"], z["mel"], z["level"]
             lo = z["level_offsets"]
             for i, name in enumerate(names):
                 entries = []
                 for s in range(len(speeds)):
                     j = i * len(speeds) + s
-                    entries.append((mel[:, offsets[j]:offsets[j + 1]], level[lo[j]:lo[j + 1]], f0[lo[j]:lo[j + 1]]))
+                    entries.append((mel[:, offsets[j]:offsets[j + 1]], level[lo[j]:lo[j + 1]]))
                 cached[name] = entries
     todo = [p for p in paths if p not in cached]
     if todo:
@@ -121,17 +118,15 @@ def load_features(paths: list[str], params: F.FeatureParams, *, cache_dir: Path,
 
 def _save_cache(cache_file: Path, cached: dict[str, list], n_mels: int) -> None:
     names = list(cached)
-    mels = [e[0] for n in names for e in cached[n]]
-    levels = [e[1] for n in names for e in cached[n]]
-    f0s = [e[2] for n in names for e in cached[n]]
+    mels = [m for n in names for m, _ in cached[n]]
+    levels = [lv for n in names for _, lv in cached[n]]
     offsets = np.concatenate([[0], np.cumsum([m.shape[1] for m in mels])])
     level_offsets = np.concatenate([[0], np.cumsum([len(lv) for lv in levels])])
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_suffix(".tmp.npz")
     np.savez(tmp, names=np.array(names), offsets=offsets, level_offsets=level_offsets,
              mel=np.concatenate(mels, axis=1) if mels else np.zeros((n_mels, 0), np.float16),
-             level=np.concatenate(levels) if levels else np.zeros(0, np.float16),
-             f0=np.concatenate(f0s) if f0s else np.zeros(0, np.float16))
+             level=np.concatenate(levels) if levels else np.zeros(0, np.float16))
     os.replace(tmp, cache_file)
 
 
@@ -139,16 +134,14 @@ def _save_cache(cache_file: Path, cached: dict[str, list], n_mels: int) -> None:
 
 
 def _augmented_window(entries: list, params: F.FeatureParams, opts: TrainOptions,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One random training window from a file's cached features: the model input
-    ``(n_features, window_frames)`` and its prosody vector ``(n_prosody,)``."""
+                      rng: np.random.Generator) -> np.ndarray:
+    """One random training window ``(n_features, window_frames)`` from a file's cached features."""
     idx = int(rng.integers(len(entries))) if opts.speed_perturb else 0
-    mel, level, f0 = (a.astype(np.float32) for a in entries[idx])
+    mel = entries[idx][0].astype(np.float32)
     wf = params.window_frames
     if mel.shape[1] > wf:
         start = int(rng.integers(mel.shape[1] - wf + 1))
-        mel, level, f0 = mel[:, start:start + wf], level[start:start + wf], f0[start:start + wf]
-    pros = F.prosody(f0, level, params) if params.prosody else np.zeros(0, np.float32)
+        mel = mel[:, start:start + wf]
     if rng.random() < opts.noise_prob:  # additive noise in the power domain, SNR 5-40 dB
         power = 10.0 ** (mel / 10.0)
         snr_db = rng.uniform(5.0, 40.0)
@@ -165,27 +158,20 @@ def _augmented_window(entries: list, params: F.FeatureParams, opts: TrainOptions
             width = int(rng.integers(0, wf // 10 + 1))
             t0 = int(rng.integers(0, wf - width + 1))
             x[:, t0:t0 + width] = 0.0
-    return x, pros
+    return x
 
 
 def _epoch_data(items: list, labels: np.ndarray, params: F.FeatureParams, opts: TrainOptions,
-                rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
-    """A fresh augmented epoch: model inputs ``[x, prosody]`` and (mixed) one-hot targets."""
-    x, pros = (np.stack(a) for a in zip(*(_augmented_window(e, params, opts, rng) for e in items)))
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    x = np.stack([_augmented_window(e, params, opts, rng) for e in items])
     y = np.eye(len(EMOTIONS), dtype=np.float32)[labels]
     if opts.mixup_alpha > 0:
         lam = rng.beta(opts.mixup_alpha, opts.mixup_alpha, size=len(x)).astype(np.float32)
         lam = np.maximum(lam, 1 - lam)  # the first sample dominates
         perm = rng.permutation(len(x))
         x = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm]
-        pros = lam[:, None] * pros + (1 - lam[:, None]) * pros[perm]
         y = lam[:, None] * y + (1 - lam[:, None]) * y[perm]
-    return _inputs(x, pros, params), y
-
-
-def _inputs(x: np.ndarray, pros: np.ndarray, params: F.FeatureParams):
-    """What the Keras model takes: ``x`` alone, or ``[x, prosody]``."""
-    return [x, pros] if params.prosody else x
+    return x, y
 
 
 # --------------------------------------------------------------------------- evaluation on cache
@@ -194,10 +180,9 @@ def _inputs(x: np.ndarray, pros: np.ndarray, params: F.FeatureParams):
 def _file_logits(model, items: list, params: F.FeatureParams, durations: list[float]) -> np.ndarray:
     """Per-file window logits, as ``annotate`` sees them: ``list[(n_windows, 7)]`` + silence masks."""
     wins = [F.windows_from_log_mel(e[0][0].astype(np.float32), e[0][1].astype(np.float32), params,
-                                   f0=e[0][2].astype(np.float32), duration_s=d) for e, d in zip(items, durations)]
+                                   duration_s=d) for e, d in zip(items, durations)]
     x = np.concatenate([w.x for w in wins])
-    pros = np.concatenate([w.prosody for w in wins])
-    logits = model.predict(_inputs(x, pros, params), batch_size=256, verbose=0)
+    logits = model.predict(x, batch_size=256, verbose=0)
     out, i = [], 0
     for w in wins:
         out.append((logits[i:i + len(w.x)], w))
@@ -268,7 +253,7 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
 
     df = read_manifest(manifest)
     train_df, val_df = _split(df, opts)
-    params = F.FeatureParams(kind=ARCHITECTURES[opts.arch], window_s=opts.window_s, prosody=opts.prosody)
+    params = F.FeatureParams(kind=ARCHITECTURES[opts.arch], window_s=opts.window_s)
     t0 = time.time()
     feats = load_features(list(train_df["path"]) + list(val_df["path"]), params,
                           cache_dir=cache_dir, jobs=jobs)

@@ -61,10 +61,8 @@ def test_litert_export_matches_keras(trained):
 
     model = load_model(trained)
     net = keras.saving.load_model(trained / "model.keras", safe_mode=True)
-    wins = [F.windows(speech(10.0, index=i), model.params) for i in range(3)]
-    x, pros = np.concatenate([w.x for w in wins]), np.concatenate([w.prosody for w in wins])
-    assert model.params.prosody and pros.shape == (len(x), F.N_PROSODY)  # the default: two inputs
-    np.testing.assert_allclose(model.logits(x, pros), net.predict([x, pros], verbose=0), atol=1e-4)
+    x = np.concatenate([F.windows(speech(10.0, index=i), model.params).x for i in range(3)])
+    np.testing.assert_allclose(model.logits(x), net.predict(x, verbose=0), atol=1e-4)
 
 
 def test_training_is_deterministic_for_a_seed(small_manifest, trained, tmp_path):
