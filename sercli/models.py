@@ -148,8 +148,6 @@ def render_card(card: dict) -> str:
              f"{tr.get('machine', '')}",
              f"- options: `{json.dumps(tr.get('options', {}))}`",
              f"- versions: `{json.dumps(tr.get('versions', {}))}`", ""]
-    if tr.get("note"):
-        lines[-1:-1] = [f"- note: {tr['note']}"]
     titles = {"speaker_independent": "Speaker-independent test split (`split`)",
               "study_protocol": "Study protocol (`split_random`; a model trained on its train part)"}
     for key, ev in card.get("evaluation", {}).items():
