@@ -25,6 +25,14 @@ def _conv_block(x, filters: int, pool: tuple[int, int]):
     return layers.MaxPooling2D(pool)(x)
 
 
+def _time_sequence(x):
+    """``(batch, freq', time', ch)`` -> ``(batch, time', freq' * ch)``: one vector per time step."""
+    from keras import layers
+
+    x = layers.Permute((2, 1, 3))(x)
+    return layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]))(x)
+
+
 def build(arch: str, params: FeatureParams, *, n_classes: int = 7):
     """A fresh, uncompiled Keras model for ``arch`` on ``params``' input shape."""
     import keras
@@ -38,15 +46,17 @@ def build(arch: str, params: FeatureParams, *, n_classes: int = 7):
         # The study's 4 conv blocks, at half its width.
         for filters in (16, 32, 64, 128):
             x = _conv_block(x, filters, (2, 2))
-        x = layers.GlobalAveragePooling2D()(x)
+        if arch == "mel-cnn":
+            x = layers.GlobalAveragePooling2D()(x)
+        else:
+            # MFCC coefficients are not shift-invariant like mel bands: average over time
+            # only and keep each coefficient band's own features.
+            x = layers.GlobalAveragePooling1D()(_time_sequence(x))
     else:
         # CRNN: conv front end pools frequency, then a BiGRU runs over the time axis.
         for filters, pool in ((16, (2, 2)), (32, (2, 2)), (64, (2, 1))):
             x = _conv_block(x, filters, pool)
-        # (freq', time', ch) -> (time', freq' * ch)
-        x = layers.Permute((2, 1, 3))(x)
-        x = layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]))(x)
-        x = layers.Bidirectional(layers.GRU(64, return_sequences=True, unroll=True))(x)
+        x = layers.Bidirectional(layers.GRU(64, return_sequences=True, unroll=True))(_time_sequence(x))
         x = layers.GlobalAveragePooling1D()(x)
     x = layers.Dropout(0.3)(x)
     outputs = layers.Dense(n_classes, name="logits")(x)
