@@ -153,6 +153,8 @@ def train(
     seed: int = typer.Option(0, help="Random seed."),
     mixup: float = typer.Option(0.2, help="Mixup Beta(alpha, alpha) parameter; 0 turns mixup off."),
     noise_prob: float = typer.Option(0.5, help="Share of training windows that get additive noise."),
+    spec_augment: bool = typer.Option(True, help="SpecAugment frequency and time masks."),
+    speed_perturb: bool = typer.Option(True, help="Train on 0.9x / 1.0x / 1.1x speed copies."),
     jobs: int = typer.Option(-1, help="Processes for feature extraction."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default ~/.cache/sercli)."),
 ) -> None:
@@ -169,7 +171,8 @@ def train(
 
     command = "sercli " + shlex.join(sys.argv[1:])
     card = run_train(manifest, out, TrainOptions(arch=arch, split_column=split_column, epochs=epochs, seed=seed,
-                                                           mixup_alpha=mixup, noise_prob=noise_prob),
+                                                           mixup_alpha=mixup, noise_prob=noise_prob,
+                                                           spec_augment=spec_augment, speed_perturb=speed_perturb),
                      jobs=jobs, cache_dir=cache_dir, command=command)
     typer.echo(f"wrote {out} (best epoch {card['training']['best_epoch']}, "
                f"val macro-F1 {card['training']['val_macro_f1']:.3f})", err=True)
