@@ -151,6 +151,7 @@ def train(
     split_column: str = typer.Option("split", help="Column with train/val/test."),
     epochs: int = typer.Option(25, help="Maximum epochs."),
     seed: int = typer.Option(0, help="Random seed."),
+    patience: int = typer.Option(10, help="Stop after this many epochs without a better val macro-F1."),
     mixup: float = typer.Option(0.2, help="Mixup Beta(alpha, alpha) parameter; 0 turns mixup off."),
     noise_prob: float = typer.Option(0.5, help="Share of training windows that get additive noise."),
     spec_augment: bool = typer.Option(True, help="SpecAugment frequency and time masks."),
@@ -171,6 +172,7 @@ def train(
 
     command = "sercli " + shlex.join(sys.argv[1:])
     card = run_train(manifest, out, TrainOptions(arch=arch, split_column=split_column, epochs=epochs, seed=seed,
+                                                           patience=patience,
                                                            mixup_alpha=mixup, noise_prob=noise_prob,
                                                            spec_augment=spec_augment, speed_perturb=speed_perturb),
                      jobs=jobs, cache_dir=cache_dir, command=command)
