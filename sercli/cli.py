@@ -174,7 +174,10 @@ def train(
     opts = TrainOptions(arch=arch, split_column=split_column, epochs=epochs, seed=seed, patience=patience,
                         mixup_alpha=mixup, noise_prob=noise_prob, spec_augment=spec_augment,
                         speed_perturb=speed_perturb)
-    card = run_train(manifest, out, opts, jobs=jobs, cache_dir=cache_dir, command=command)
+    try:
+        card = run_train(manifest, out, opts, jobs=jobs, cache_dir=cache_dir, command=command)
+    except ValueError as exc:  # unusable manifest: no split column, no readable files
+        _fail(str(exc))
     typer.echo(f"wrote {out} (best epoch {card['training']['best_epoch']}, "
                f"val macro-F1 {card['training']['val_macro_f1']:.3f})", err=True)
 

@@ -259,6 +259,8 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
                           cache_dir=cache_dir, jobs=jobs)
     train_df = train_df[train_df["path"].isin(feats)].reset_index(drop=True)
     val_df = val_df[val_df["path"].isin(feats)].reset_index(drop=True)
+    if train_df.empty or val_df.empty:
+        raise ValueError(f"No readable {'training' if train_df.empty else 'validation'} files in {manifest}.")
     label_index = {e: i for i, e in enumerate(EMOTIONS)}
     y_train = train_df["emotion"].map(label_index).to_numpy()
     y_val = val_df["emotion"].map(label_index).to_numpy()

@@ -74,3 +74,17 @@ def test_training_is_deterministic_for_a_seed(small_manifest, trained, tmp_path)
     b = keras.saving.load_model(other / "model.keras", safe_mode=True).get_weights()
     for wa, wb in zip(a, b):
         np.testing.assert_allclose(wa, wb, atol=1e-6)
+
+
+def test_train_cli_with_no_readable_files_exits_2_with_one_sentence(tmp_path):
+    from conftest import run_cli
+
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [str(tmp_path / f"missing{i}.wav") for i in range(4)],
+                  "emotion": ["anger", "sadness"] * 2,
+                  "split": ["train", "train", "val", "val"]}).to_csv(manifest, index=False)
+    res = run_cli("train", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--epochs", "1",
+                  "--cache-dir", str(tmp_path / "cache"), "--jobs", "1")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == f"sercli: No readable training files in {manifest}."
+    assert "Traceback" not in res.stderr
