@@ -9,7 +9,7 @@ inference exactly what it saw in training.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -44,7 +44,6 @@ class FeatureParams:
     #: frames below this RMS level (dBFS) are "silent"; a window whose loudest frame is
     #: below it carries no speech energy and is skipped when aggregating.
     silence_db: float = -55.0
-    extra: dict = field(default_factory=dict)
 
     @property
     def n_features(self) -> int:

@@ -13,7 +13,7 @@ import logging
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,6 @@ class TrainOptions:
     spec_augment: bool = True
     speed_perturb: bool = True
     window_s: float = 3.0
-    extra: dict = field(default_factory=dict)
 
 
 def manifest_hash(df: pd.DataFrame) -> str:
@@ -329,7 +328,7 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
             "split_column": opts.split_column,
             "n_train": len(train_items),
             "n_val": len(val_items),
-            "options": {k: v for k, v in opts.__dict__.items() if k != "extra"},
+            "options": asdict(opts),
             "best_epoch": state["best_epoch"],
             "epochs_run": state["epoch"],
             "val_macro_f1": state["best_f1"],
