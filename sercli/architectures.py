@@ -53,10 +53,12 @@ def build(arch: str, params: FeatureParams, *, n_classes: int = 7):
             # only and keep each coefficient band's own features.
             x = layers.GlobalAveragePooling1D()(_time_sequence(x))
     else:
-        # CRNN: conv front end pools frequency, then a BiGRU runs over the time axis.
+        # CRNN: conv front end pools frequency, then two BiGRU layers run over the time axis.
         for filters, pool in ((16, (2, 2)), (32, (2, 2)), (64, (2, 1))):
             x = _conv_block(x, filters, pool)
-        x = layers.Bidirectional(layers.GRU(64, return_sequences=True, unroll=True))(_time_sequence(x))
+        x = _time_sequence(x)
+        for _ in range(2):
+            x = layers.Bidirectional(layers.GRU(64, return_sequences=True, unroll=True))(x)
         x = layers.GlobalAveragePooling1D()(x)
     x = layers.Dropout(0.3)(x)
     outputs = layers.Dense(n_classes, name="logits")(x)
