@@ -358,9 +358,18 @@ def export(model, params: F.FeatureParams, card: dict, out: Path) -> None:
 
 
 def _versions() -> dict[str, str]:
+    """Versions of Python and the libraries training used, and the sercli commit when run from a git checkout."""
+    import subprocess
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
+    try:  # "<sha>" or "<sha>-dirty"; an installed wheel has no git tree and records none
+        git = subprocess.run(["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty", "--abbrev=40"],
+                             capture_output=True, text=True, timeout=10)
+        if git.returncode == 0:
+            out["sercli_commit"] = git.stdout.strip()
+    except OSError:
+        pass
     for pkg in ("sercli", "keras", "tensorflow-cpu", "tensorflow", "librosa", "numpy", "soundfile", "soxr",
                 "scipy", "ai-edge-litert"):
         try:
