@@ -363,13 +363,15 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    try:  # "<sha>" or "<sha>-dirty"; an installed wheel has no git tree and records none
-        git = subprocess.run(["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty", "--abbrev=40"],
-                             capture_output=True, text=True, timeout=10)
-        if git.returncode == 0:
-            out["sercli_commit"] = git.stdout.strip()
-    except OSError:
-        pass
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / ".git").exists():  # an installed wheel has no checkout and records no commit
+        try:  # "<sha>" or "<sha>-dirty"
+            git = subprocess.run(["git", "-C", str(checkout), "describe", "--always", "--dirty", "--abbrev=40"],
+                                 capture_output=True, text=True, timeout=10)
+            if git.returncode == 0:
+                out["sercli_commit"] = git.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
     for pkg in ("sercli", "keras", "tensorflow-cpu", "tensorflow", "librosa", "numpy", "soundfile", "soxr",
                 "scipy", "ai-edge-litert"):
         try:

@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+import sercli  # noqa: E402
 from sercli import features as F  # noqa: E402
 from sercli.models import load_model  # noqa: E402
 from sercli.training import TrainOptions, train  # noqa: E402
@@ -52,6 +53,8 @@ def test_training_writes_a_loadable_model_with_a_card(trained):
     assert len(tr["manifest_sha256"]) == 64 and tr["options"]["seed"] == 3
     assert tr["epochs_run"] == 2 and [h["epoch"] for h in tr["history"]] == [1, 2]  # resumed, not restarted
     assert {"keras", "numpy", "librosa"} <= set(tr["versions"])
+    if (Path(sercli.__file__).resolve().parent.parent / ".git").exists():  # trained from a git checkout
+        assert len(tr["versions"]["sercli_commit"].removesuffix("-dirty")) == 40
     assert 0.2 < card["temperature"] < 10
     keras.saving.load_model(trained / "model.keras", safe_mode=True)
 
