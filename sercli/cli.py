@@ -110,7 +110,8 @@ def evaluate(
     model: str = typer.Option("mfcc-cnn", "--model", "-m", help="Shipped model name or model directory."),
     manifest: Path = typer.Option(..., help="Manifest CSV with path, emotion and a split column."),
     split: str = typer.Option("test", help="Which rows to evaluate."),
-    split_column: str = typer.Option("split", help="Column holding the split."),
+    split_column: str = typer.Option("split", help="Column holding the split, or loco:CORPUS "
+                                     "(that corpus is test)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the confusion matrix as PNG here."),
     record: List[Path] = typer.Option([], "--record", help="Store the result in this model directory's card "
@@ -148,7 +149,8 @@ def train(
     manifest: Path = typer.Option(..., help="Manifest CSV: path,emotion,split columns."),
     arch: str = typer.Option("mfcc-cnn", help="mel-cnn, mfcc-cnn or mfcc-crnn."),
     out: Path = typer.Option(..., help="Model directory to write (resumes if it holds a checkpoint)."),
-    split_column: str = typer.Option("split", help="Column with train/val/test."),
+    split_column: str = typer.Option("split", help="Column with train/val/test, or loco:CORPUS to hold "
+                                     "that corpus out (leave-one-corpus-out)."),
     epochs: int = typer.Option(25, help="Maximum epochs."),
     seed: int = typer.Option(0, help="Random seed."),
     patience: int = typer.Option(10, help="Stop after this many epochs without a better val macro-F1."),
@@ -156,6 +158,10 @@ def train(
     noise_prob: float = typer.Option(0.5, help="Share of training windows that get additive noise."),
     spec_augment: bool = typer.Option(True, help="SpecAugment frequency and time masks."),
     speed_perturb: bool = typer.Option(True, help="Train on 0.9x / 1.0x / 1.1x speed copies."),
+    corpus_balance: bool = typer.Option(False, help="Weight files so that every corpus counts equally."),
+    channel_prob: float = typer.Option(0.0, help="Share of windows given a random channel (band limit, EQ, "
+                                       "reverberation)."),
+    vtlp: float = typer.Option(0.0, help="Largest vocal-tract-length warp (0.1: factors 0.9-1.1); 0 = off."),
     jobs: int = typer.Option(-1, help="Processes for feature extraction."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default ~/.cache/sercli)."),
 ) -> None:
@@ -173,7 +179,8 @@ def train(
     command = "sercli " + shlex.join(sys.argv[1:])
     opts = TrainOptions(arch=arch, split_column=split_column, epochs=epochs, seed=seed, patience=patience,
                         mixup_alpha=mixup, noise_prob=noise_prob, spec_augment=spec_augment,
-                        speed_perturb=speed_perturb)
+                        speed_perturb=speed_perturb, corpus_balance=corpus_balance,
+                        channel_prob=channel_prob, vtlp=vtlp)
     try:
         card = run_train(manifest, out, opts, jobs=jobs, cache_dir=cache_dir, command=command)
     except ValueError as exc:  # unusable manifest: no split column, no readable files

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .audio import AUDIO_EXTENSIONS
 
-__all__ = ["EMOTIONS", "FORMATS", "read_corpus", "read_manifest", "parse_name"]
+__all__ = ["EMOTIONS", "FORMATS", "read_corpus", "read_manifest", "parse_name", "split_labels"]
 
 #: The seven classes, in model output order.
 from . import EMOTIONS
@@ -123,3 +123,30 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     if unknown:
         raise ValueError(f"The manifest {path} has unknown emotion labels: {', '.join(map(str, unknown))}.")
     return df
+
+
+def split_labels(df: pd.DataFrame, column: str) -> pd.Series:
+    """The split of every manifest row under ``column``: a manifest column, or ``loco:CORPUS``.
+
+    ``loco:CORPUS`` is the leave-one-corpus-out protocol: every row of ``CORPUS`` is
+    ``test``; the other corpora train on their ``split`` train and test rows and
+    validate on their ``split`` val rows (whole speakers, so early stopping never sees
+    a training voice).
+
+    >>> m = pd.DataFrame({"corpus": ["a", "a", "b", "b", "b"],
+    ...                   "split": ["train", "test", "train", "val", "test"]})
+    >>> split_labels(m, "loco:b").tolist()
+    ['train', 'train', 'test', 'test', 'test']
+    """
+    if column.startswith("loco:"):
+        corpus = column.split(":", 1)[1]
+        if "corpus" not in df.columns or "split" not in df.columns:
+            raise ValueError("The leave-one-corpus-out protocol needs 'corpus' and 'split' columns.")
+        if not df["corpus"].eq(corpus).any():
+            known = ", ".join(sorted(df["corpus"].dropna().unique()))
+            raise ValueError(f"The manifest has no corpus {corpus!r} to hold out (it has {known}).")
+        out = df["split"].where(df["split"].eq("val"), "train")
+        return out.where(df["corpus"].ne(corpus), "test")
+    if column not in df.columns:
+        raise ValueError(f"The manifest has no {column!r} column.")
+    return df[column]

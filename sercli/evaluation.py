@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .corpora import EMOTIONS, read_manifest
+from .corpora import EMOTIONS, read_manifest, split_labels
 from .pipeline import annotate
 from .reports import agreement
 
@@ -42,9 +42,7 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
     classified, with their status).
     """
     df = read_manifest(manifest)
-    if split_column not in df.columns:
-        raise ValueError(f"The manifest has no {split_column!r} column.")
-    rows = df[df[split_column] == split]
+    rows = df[split_labels(df, split_column) == split]
     if rows.empty:
         raise ValueError(f"The manifest has no rows with {split_column} = {split!r}.")
     pred = annotate(list(rows["path"]), model=model, jobs=jobs)

@@ -7,6 +7,7 @@ writes a model directory that :mod:`sercli.models` loads. Imports Keras/TensorFl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ import pandas as pd
 from . import features as F
 from .architectures import ARCHITECTURES, build
 from .audio import decode
-from .corpora import EMOTIONS, read_manifest
+from .corpora import EMOTIONS, read_manifest, split_labels
 from .models import KERAS_FILE, MODEL_FILE, PARAMS_FILE, softmax
 from .pipeline import aggregate
 
@@ -52,6 +53,12 @@ class TrainOptions:
     spec_augment: bool = True
     speed_perturb: bool = True
     window_s: float = 3.0
+    #: weight training files so that every corpus counts as much as every other
+    corpus_balance: bool = False
+    #: share of training windows given a random channel: band limits, EQ tilt, reverberation
+    channel_prob: float = 0.0
+    #: largest vocal-tract-length warp of the frequency axis (0.1: factors 0.9-1.1); 0 = off
+    vtlp: float = 0.0
 
 
 def manifest_hash(df: pd.DataFrame) -> str:
@@ -132,6 +139,56 @@ def _save_cache(cache_file: Path, cached: dict[str, list], n_mels: int) -> None:
 # --------------------------------------------------------------------------- augmentation
 
 
+@functools.lru_cache(maxsize=4)
+def _mel_hz(params: F.FeatureParams) -> np.ndarray:
+    """Centre frequency (Hz) of each mel band."""
+    import librosa
+
+    return librosa.mel_frequencies(params.n_mels + 2, fmin=params.fmin, fmax=params.fmax)[1:-1]
+
+
+@functools.lru_cache(maxsize=64)
+def _warp_table(params: F.FeatureParams, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    hz = _mel_hz(params)
+    pos = np.interp(hz / alpha, hz, np.arange(len(hz), dtype=np.float64))  # fractional source band
+    lo = np.floor(pos).astype(int)
+    return lo, np.minimum(lo + 1, len(hz) - 1), (pos - lo)[:, None].astype(np.float32)
+
+
+def _warp(mel: np.ndarray, params: F.FeatureParams, alpha: float) -> np.ndarray:
+    """Vocal-tract-length perturbation: the spectrum at ``f`` moves to ``alpha * f`` (alpha in steps of 0.01)."""
+    lo, hi, w = _warp_table(params, round(alpha, 2))
+    return mel[lo] * (1 - w) + mel[hi] * w
+
+
+def _random_channel(mel: np.ndarray, params: F.FeatureParams, rng: np.random.Generator) -> np.ndarray:
+    """A random recording channel on a log-mel window (dB): band limits, EQ tilt, room reverberation."""
+    from scipy.signal import lfilter
+
+    hz = _mel_hz(params)
+    floor = float(np.percentile(mel, 5))
+    if rng.random() < 0.5:  # band limit: telephone, narrow- or wide-band codecs, cheap microphones
+        low = rng.choice([0.0, 100.0, 200.0, 300.0])
+        high = rng.choice([3400.0, 4000.0, 5500.0, 7000.0, 8000.0])
+        outside = (hz < low) | (hz > high)
+        mel = mel.copy()
+        mel[outside] = np.minimum(mel[outside], floor) - 10.0
+    # smooth EQ: a tilt of up to +-6 dB over the band and two random cosine ripples of up to +-3 dB
+    pos = np.linspace(0.0, 1.0, len(hz))
+    eq = rng.uniform(-6.0, 6.0) * (pos - 0.5)
+    for k in (1, 2):
+        eq += rng.uniform(-3.0, 3.0) * np.cos(np.pi * k * pos + rng.uniform(0, np.pi))
+    mel = mel + eq[:, None].astype(np.float32)
+    if rng.random() < 0.5:  # reverberation: an exponential tail in the power domain, RT60 0.2-1.0 s
+        rt60 = rng.uniform(0.2, 1.0)
+        decay = np.exp(-6.9 * params.hop_length / params.sample_rate / rt60)
+        power = 10.0 ** (mel / 10.0)
+        tail = lfilter([0.0, 1.0], [1.0, -decay], power, axis=1)
+        wet = 10.0 ** (-rng.uniform(0.0, 12.0) / 10.0)  # direct-to-reverberant ratio 0-12 dB
+        mel = (10.0 * np.log10(power + wet * (1 - decay) * tail + 1e-10)).astype(np.float32)
+    return mel
+
+
 def _augmented_window(entries: list, params: F.FeatureParams, opts: TrainOptions,
                       rng: np.random.Generator) -> np.ndarray:
     """One random training window ``(n_features, window_frames)`` from a file's cached features."""
@@ -141,6 +198,10 @@ def _augmented_window(entries: list, params: F.FeatureParams, opts: TrainOptions
     if mel.shape[1] > wf:
         start = int(rng.integers(mel.shape[1] - wf + 1))
         mel = mel[:, start:start + wf]
+    if opts.vtlp > 0:
+        mel = _warp(mel, params, float(rng.uniform(1.0 - opts.vtlp, 1.0 + opts.vtlp)))
+    if rng.random() < opts.channel_prob:
+        mel = _random_channel(mel, params, rng)
     if rng.random() < opts.noise_prob:  # additive noise in the power domain, SNR 5-40 dB
         power = 10.0 ** (mel / 10.0)
         snr_db = rng.uniform(5.0, 40.0)
@@ -219,17 +280,37 @@ def cosine_lr(epoch: int, opts: TrainOptions) -> float:
     return float(opts.learning_rate * (0.01 + 0.99 * 0.5 * (1.0 + np.cos(np.pi * frac))))
 
 
-def _split(df: pd.DataFrame, opts: TrainOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
-    col = opts.split_column
-    if col not in df.columns:
-        raise ValueError(f"The manifest has no {col!r} column.")
-    train = df[df[col] == "train"]
-    val = df[df[col] == "val"]
-    if val.empty:  # stratified slice of train, fixed by the seed
-        from sklearn.model_selection import train_test_split
+def _validation_slice(train: pd.DataFrame, opts: TrainOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Carve about ``opts.val_fraction`` of ``train`` out for validation, fixed by the seed.
 
-        train, val = train_test_split(train, test_size=opts.val_fraction, random_state=opts.seed,
-                                      stratify=train["emotion"])
+    With a ``speaker`` column the slice holds whole speakers (stratified by emotion as far
+    as speakers allow), so early stopping and the temperature are fitted on unseen voices.
+    Without one it is a stratified random slice, and a warning says so.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+    speakers = train["speaker"].astype(str) if "speaker" in train else None
+    n_folds = max(2, int(round(1 / opts.val_fraction)))
+    if speakers is not None and speakers.nunique() >= n_folds:
+        folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=opts.seed)
+        tr, va = next(folds.split(train, train["emotion"], groups=speakers))
+        return train.iloc[tr], train.iloc[va]
+    if speakers is not None and speakers.nunique() >= 2:
+        folds = StratifiedGroupKFold(n_splits=speakers.nunique(), shuffle=True, random_state=opts.seed)
+        tr, va = next(folds.split(train, train["emotion"], groups=speakers))
+        log.warning("only %d speakers: validating on one of them", speakers.nunique())
+        return train.iloc[tr], train.iloc[va]
+    log.warning("no speaker column (or one speaker): the validation slice shares voices with training, "
+                "so validation scores are optimistic")
+    return train_test_split(train, test_size=opts.val_fraction, random_state=opts.seed, stratify=train["emotion"])
+
+
+def _split(df: pd.DataFrame, opts: TrainOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
+    split = split_labels(df, opts.split_column)
+    train = df[split == "train"]
+    val = df[split == "val"]
+    if val.empty:
+        train, val = _validation_slice(train, opts)
     return train.reset_index(drop=True), val.reset_index(drop=True)
 
 
@@ -271,6 +352,10 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
     # balanced class weights, as one weight per training file
     counts = np.bincount(y_train, minlength=len(EMOTIONS))
     sample_weight = (len(y_train) / (len(EMOTIONS) * np.maximum(counts, 1)))[y_train].astype(np.float32)
+    if opts.corpus_balance and "corpus" in train_df:
+        share = train_df["corpus"].map(train_df["corpus"].value_counts(normalize=True)).to_numpy()
+        sample_weight = sample_weight / (share * train_df["corpus"].nunique()).astype(np.float32)
+        sample_weight = sample_weight / sample_weight.mean()
     state_file = ckpt / "state.json"
     if state_file.exists():
         state = json.loads(state_file.read_text())
