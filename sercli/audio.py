@@ -83,7 +83,7 @@ def _check_readable(path: Path) -> None:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise DecodeError("missing", "The file no longer exists (it vanished during the run).") from None
+        raise DecodeError("missing", "The path does not exist.") from None
     except OSError as exc:
         raise DecodeError("unreadable", f"The file cannot be accessed ({exc.strerror}).") from None
     if path.is_dir():

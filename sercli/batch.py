@@ -6,17 +6,17 @@ import datetime as _dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pandas as pd
 
 from . import __version__
 from .discovery import display_path
 from .models import Model
-from .output import CsvStream, Journal, OutputError, check_output, read_table, write_atomic
+from .output import CsvStream, Journal, OutputError, check_location, read_table, table_metadata, write_atomic
 from .pipeline import COLUMNS, SEGMENT_COLUMNS, ChunkResult, Options, iter_chunks
 
-__all__ = ["RunStats", "run_metadata", "annotate_to_file", "typed_frame"]
+__all__ = ["OutputPlan", "RUN_KEY", "RunStats", "annotate_to_file", "plan_output", "run_metadata", "typed_frame"]
 
 _STRING = "string"
 DTYPES = {
@@ -57,36 +57,133 @@ class RunStats:
             self.stage_s[k] = self.stage_s.get(k, 0.0) + v
 
 
-def run_metadata(model: Model, options: Options) -> dict:
-    """Provenance stored with the table (Parquet schema metadata, the journal header)."""
+#: Metadata that defines what the rows mean, with the option that sets it: a resumed run
+#: must match every one of them, or its rows would be made two ways.
+RUN_KEY = {
+    "model": "--model",
+    "model_card_sha256": "the model's weights and card",
+    "feature_params": "the model's feature parameters",
+    "hop_s": "--hop",
+    "segments": "--segments",
+    "include": "--include",
+    "exclude": "--exclude",
+}
+_KEY_DEFAULTS = {"segments": None, "include": [], "exclude": []}
+
+
+def run_metadata(model: Model, options: Options, *, segments_output: Path | None = None,
+                 include: Iterable[str] = (), exclude: Iterable[str] = ()) -> dict:
+    """Provenance stored with the table (Parquet schema metadata, the journal header).
+
+    The :data:`RUN_KEY` fields define the rows; the rest (version, time) only describe them.
+    """
     return {
         "sercli_version": __version__,
         "model": model.name,
         "model_card_sha256": model.card_hash,
         "feature_params": model.params.to_dict(),
         "hop_s": options.hop_s,
+        "segments": str(Path(segments_output).resolve()) if segments_output is not None else None,
+        "include": sorted(include),
+        "exclude": sorted(exclude),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
-def _open_journal(output: Path, meta: dict, *, resume: bool, columns: list[str]) -> tuple[Journal, set[str]]:
-    """A journal for ``output``; on resume, the keys of rows already done."""
+def _same_run(name: str, old: dict, new: dict) -> None:
+    """Refuse, in one sentence, to continue a run whose rows were made another way."""
+    for key, option in RUN_KEY.items():
+        before, now = old.get(key, _KEY_DEFAULTS.get(key)), new.get(key, _KEY_DEFAULTS.get(key))
+        if before != now:
+            if key in ("model_card_sha256", "feature_params"):
+                detail = f"{option} changed since"
+            else:
+                detail = f"{option} was {_show(before)}, not {_show(now)}"
+            raise OutputError(f"Cannot resume {name}: its rows were made with other options ({detail}); "
+                              "run the same command as before with --resume, or pass --overwrite to start again.")
+
+
+def _show(value) -> str:
+    if value is None or value == []:
+        return "not given"
+    return " ".join(map(str, value)) if isinstance(value, list) else repr(value)
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """What a run does with its output, decided before anything is written.
+
+    ``resume_from``: ``""`` (a fresh table), ``"journal"`` (an interrupted run) or
+    ``"table"`` (a finished Parquet table that new files are added to).
+    """
+
+    output: Path
+    segments_output: Path | None
+    meta: dict
+    resume_from: str = ""
+
+
+def plan_output(output: Path, meta: dict, *, segments_output: Path | None = None, overwrite: bool = False,
+                resume: bool = False) -> OutputPlan:
+    """Decide, reading only, whether and how ``output`` may be written; raises :class:`OutputError`.
+
+    A finished table is only replaced with ``overwrite``; an interrupted run's journal is
+    only continued with ``resume`` (and the same :data:`RUN_KEY`) or discarded with
+    ``overwrite``. Nothing is written here, so a refused command changes no file.
+    """
+    if overwrite and resume:
+        raise OutputError("--overwrite and --resume exclude each other; pass one.")
+    output = Path(output)
+    for path in (output, segments_output):
+        if path is not None:
+            check_location(Path(path))
+    plan = OutputPlan(output, segments_output, meta)
+    if overwrite:
+        return plan
     journal = Journal.for_output(output)
-    if resume and journal.exists():
-        old = journal.meta()
-        if (old.get("model"), old.get("model_card_sha256")) != (meta["model"], meta["model_card_sha256"]):
-            raise OutputError(f"Cannot resume {output.name}: it was made with model {old.get('model')!r}, "
-                              f"not {meta['model']!r}.")
-        return journal, journal.done_keys()
-    journal.start(meta)
-    if resume and output.exists():  # a finished run: its rows count as done
-        old = read_table(output)
-        if "model" in old and len(old) and set(old["model"].dropna()) - {meta["model"]}:
-            raise OutputError(f"Cannot resume {output.name}: it was made with another model.")
-        rows = old.reindex(columns=columns).astype(object).where(old.notna(), None).to_dict("records")
-        journal.append(rows)
-        return journal, {r["path"] for r in rows}
-    return journal, set()
+    if journal.exists():
+        if not resume:
+            raise OutputError(f"An interrupted run left {journal.count()} finished rows in {journal.path.name}; "
+                              "pass --resume to continue it, or --overwrite to start again.")
+        _same_run(output.name, journal.meta(), meta)
+        return OutputPlan(output, segments_output, meta, "journal")
+    if output.exists():
+        old = table_metadata(output)
+        if not resume:
+            more = ", or --resume to add files it does not have yet" if old is not None else ""
+            raise OutputError(f"The output {output} exists; pass --overwrite to replace it{more}.")
+        if old is None:
+            raise OutputError(f"Cannot resume {output.name}: it is finished, and a {output.suffix} table does not "
+                              "record the options it was made with (Parquet does); pass --overwrite to redo it.")
+        _same_run(output.name, old, meta)
+        return OutputPlan(output, segments_output, meta, "table")
+    if segments_output is not None and Path(segments_output).exists():
+        raise OutputError(f"The segment table {segments_output} exists; pass --overwrite to replace it.")
+    return plan
+
+
+def _open_journals(plan: OutputPlan) -> tuple[Journal, Journal | None, set[str]]:
+    """Carry out ``plan``: the journals to append to, and the paths already done."""
+    journal = Journal.for_output(plan.output)
+    seg = Journal.for_output(plan.segments_output) if plan.segments_output is not None else None
+    if plan.resume_from == "journal":
+        if seg is not None and not seg.exists():
+            seg.start(plan.meta)
+        return journal, seg, journal.done_keys()
+    journal.start(plan.meta)
+    if seg is not None:
+        seg.start(plan.meta)
+    if plan.resume_from != "table":
+        return journal, seg, set()
+    if seg is not None and plan.segments_output.exists():  # segments before files, as during a run
+        seg.append(_records(read_table(plan.segments_output), SEGMENT_COLUMNS))
+    rows = _records(read_table(plan.output), COLUMNS)
+    journal.append(rows)
+    return journal, seg, {r["path"] for r in rows}
+
+
+def _records(df: pd.DataFrame, columns: list[str]) -> list[dict]:
+    return df.reindex(columns=columns).astype(object).where(df.reindex(columns=columns).notna(), None).to_dict("records")
 
 
 def _journal_frames(journal: Journal, columns: list[str], keep: Callable[[pd.DataFrame], pd.DataFrame]) \
@@ -102,24 +199,20 @@ def _journal_frames(journal: Journal, columns: list[str], keep: Callable[[pd.Dat
 def annotate_to_file(
     paths: list[str],
     options: Options,
-    model: Model,
     *,
-    output: Path | str,
-    segments_output: Path | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
+    plan: OutputPlan | None,
     executor_factory: Callable,
     on_chunk: Callable[[ChunkResult, RunStats], None] | None = None,
 ) -> RunStats:
-    """Annotate ``paths`` into ``output`` (a path, or ``"-"`` for CSV on stdout).
+    """Annotate ``paths`` as :func:`plan_output` decided (``plan=None``: CSV rows on stdout).
 
-    Rows go to a journal as they arrive; the final table replaces ``output`` atomically
+    Rows go to a journal as they arrive; the final table replaces the output atomically
     once all files are done. A KeyboardInterrupt stops the run and keeps the journal
-    (``stats.interrupted``); ``resume=True`` continues from it.
+    (``stats.interrupted``), which a run planned with ``resume=True`` continues.
     """
     stats = RunStats(total=len(paths))
     t0 = time.perf_counter()
-    if str(output) == "-":
+    if plan is None:
         stream = CsvStream(COLUMNS)
         for res in iter_chunks(paths, options, executor_factory=executor_factory):
             stream.append(res.rows)
@@ -129,15 +222,7 @@ def annotate_to_file(
         stats.wall_s = time.perf_counter() - t0
         return stats
 
-    output = Path(output)
-    check_output(output, overwrite=overwrite, resume=resume)
-    if segments_output is not None:
-        check_output(segments_output, overwrite=overwrite, resume=resume)
-    meta = run_metadata(model, options)
-    journal, done = _open_journal(output, meta, resume=resume, columns=COLUMNS)
-    seg_journal = None
-    if segments_output is not None:
-        seg_journal, _ = _open_journal(segments_output, meta, resume=resume and bool(done), columns=SEGMENT_COLUMNS)
+    journal, seg_journal, done = _open_journals(plan)
     todo = [p for p in paths if display_path(p) not in done]
     stats.resumed = len(paths) - len(todo)
     try:
@@ -156,7 +241,7 @@ def annotate_to_file(
         return stats
 
     t_write = time.perf_counter()
-    write_atomic(_journal_frames(journal, COLUMNS, lambda df: df), output, meta)
+    meta = plan.meta
     if seg_journal is not None:
         finished = journal.done_keys()
         seen: set[tuple] = set()
@@ -166,7 +251,9 @@ def annotate_to_file(
             mask = [p in finished and k not in seen and not seen.add(k) for p, k in zip(df["path"], key)]
             return df[mask]
 
-        write_atomic(_journal_frames(seg_journal, SEGMENT_COLUMNS, keep), segments_output, meta)
+        write_atomic(_journal_frames(seg_journal, SEGMENT_COLUMNS, keep), plan.segments_output, meta)
+    write_atomic(_journal_frames(journal, COLUMNS, lambda df: df), plan.output, meta)
+    if seg_journal is not None:
         seg_journal.remove()
     journal.remove()
     stats.stage_s["write"] = stats.stage_s.get("write", 0.0) + time.perf_counter() - t_write

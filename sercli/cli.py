@@ -49,11 +49,11 @@ def annotate(
                                         "(default: half a window)."),
     include: List[str] = typer.Option([], "--include", help="Only files matching this glob (repeatable)."),
     exclude: List[str] = typer.Option([], "--exclude", help="Skip files matching this glob (repeatable)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run into the same output."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output.", metavar=""),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run into the same output.", metavar=""),
     backend: str = typer.Option("local", "--backend", help="local (joblib processes) or dask."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://HOST:PORT)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary.", metavar=""),
 ) -> None:
     """Classify the emotion of every audio file; write one row per file.
 
@@ -140,6 +140,8 @@ def manifest(
     if not root.is_dir():
         _fail(f"{root} is not a folder.")
     df = read_corpus(root, corpus_format)
+    if df.empty:
+        _fail(f"no {corpus_format} files with a label were found under {root}; nothing written.")
     df.to_csv(output, index=False)
     typer.echo(f"wrote {len(df)} rows to {output}", err=True)
 
@@ -156,9 +158,9 @@ def train(
     patience: int = typer.Option(10, help="Stop after this many epochs without a better val macro-F1."),
     mixup: float = typer.Option(0.2, help="Mixup Beta(alpha, alpha) parameter; 0 turns mixup off."),
     noise_prob: float = typer.Option(0.5, help="Share of training windows that get additive noise."),
-    spec_augment: bool = typer.Option(True, help="SpecAugment frequency and time masks."),
-    speed_perturb: bool = typer.Option(True, help="Train on 0.9x / 1.0x / 1.1x speed copies."),
-    corpus_balance: bool = typer.Option(False, help="Weight files so that every corpus counts equally."),
+    spec_augment: bool = typer.Option(True, help="SpecAugment frequency and time masks.", metavar=""),
+    speed_perturb: bool = typer.Option(True, help="Train on 0.9x / 1.0x / 1.1x speed copies.", metavar=""),
+    corpus_balance: bool = typer.Option(False, help="Weight files so that every corpus counts equally.", metavar=""),
     channel_prob: float = typer.Option(0.0, help="Share of windows given a random channel (band limit, EQ, "
                                        "reverberation)."),
     vtlp: float = typer.Option(0.0, help="Largest vocal-tract-length warp (0.1: factors 0.9-1.1); 0 = off."),

@@ -23,31 +23,37 @@ def _fail(message: str) -> int:
 def run_annotate(*, inputs, model, output, segments, jobs, hop_s, include, exclude, overwrite, resume,
                  backend, scheduler, quiet) -> int:
     """``sercli annotate``; returns the exit status."""
-    from .batch import annotate_to_file
+    import os
+
+    from .batch import annotate_to_file, plan_output, run_metadata
     from .discovery import discover
     from .models import ModelNotFound, load_model
-    from .output import OutputError, check_output
+    from .output import OutputError
     from .pipeline import Options, resolve_jobs
 
-    if overwrite and resume:
-        return _fail("--overwrite and --resume exclude each other; pass one.")
     if output == "-" and (resume or segments):
         return _fail("--resume and --segments need an output file, not -.")
     if hop_s is not None and hop_s <= 0:
         return _fail("--hop must be a positive number of seconds.")
+    named = [i for i in inputs if i != "-"]
+    missing = [i for i in named if not os.path.lexists(i)]
+    if named and len(missing) == len(named) and "-" not in inputs:
+        return _fail(f"{'no input exists' if len(missing) > 1 else 'the input does not exist'}: "
+                     f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}.")
     try:
         mdl = load_model(model)
+        options = Options(model=str(model), model_name=mdl.name, hop_s=hop_s, segments=segments is not None)
+        plan = None
         if output != "-":
-            check_output(Path(output), overwrite=overwrite, resume=resume)
-        if segments is not None:
-            check_output(segments, overwrite=overwrite, resume=resume)
+            meta = run_metadata(mdl, options, segments_output=segments, include=include, exclude=exclude)
+            plan = plan_output(Path(output), meta, segments_output=segments, overwrite=overwrite, resume=resume)
         executor_factory = _executor_factory(backend, scheduler, resolve_jobs(jobs))
     except (ModelNotFound, OutputError, ValueError) as exc:
         return _fail(str(exc))
     paths = discover(inputs, include=include, exclude=exclude)
     if not paths:
+        _shutdown(executor_factory)
         return _fail("no audio files found in the given inputs.")
-    options = Options(model=str(model), model_name=mdl.name, hop_s=hop_s, segments=segments is not None)
     seen: dict[str, list] = {"status": [], "emotion": [], "confidence": [], "duration_s": []}
     progress, task = _progress(len(paths), quiet)
 
@@ -62,9 +68,7 @@ def run_annotate(*, inputs, model, output, segments, jobs, hop_s, include, exclu
     try:
         if progress is not None:
             progress.start()
-        stats = annotate_to_file(paths, options, mdl, output=output, segments_output=segments,
-                                 overwrite=overwrite, resume=resume, executor_factory=executor_factory,
-                                 on_chunk=on_chunk)
+        stats = annotate_to_file(paths, options, plan=plan, executor_factory=executor_factory, on_chunk=on_chunk)
     except OutputError as exc:
         return _fail(str(exc))
     finally:

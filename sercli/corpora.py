@@ -16,6 +16,7 @@ from typing import Callable
 import pandas as pd
 
 from .audio import AUDIO_EXTENSIONS
+from .discovery import walk
 
 __all__ = ["EMOTIONS", "FORMATS", "read_corpus", "read_manifest", "parse_name", "split_labels"]
 
@@ -95,7 +96,8 @@ def read_corpus(root: str | Path, corpus: str, *, keep_unlabelled: bool = False)
     if corpus not in FORMATS:
         raise ValueError(f"Unknown corpus format {corpus!r}; choose one of {', '.join(FORMATS)}.")
     rows = []
-    for path in sorted(Path(root).rglob("*")):
+    for name in walk(root):  # follows folder links, as annotate does
+        path = Path(name)
         if path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
             continue
         parsed = parse_name(path, corpus)
@@ -104,7 +106,7 @@ def read_corpus(root: str | Path, corpus: str, *, keep_unlabelled: bool = False)
                 continue
             parsed = parsed or ("", "", "")
         speaker, label, emotion = parsed
-        rows.append({"path": str(path.resolve()), "corpus": corpus, "speaker": speaker,
+        rows.append({"path": os.path.abspath(path), "corpus": corpus, "speaker": speaker,
                      "source_label": label, "emotion": emotion or None})
     return pd.DataFrame(rows, columns=["path", "corpus", "speaker", "source_label", "emotion"])
 

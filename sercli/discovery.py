@@ -10,7 +10,7 @@ from typing import Iterable, TextIO
 
 from .audio import AUDIO_EXTENSIONS
 
-__all__ = ["discover", "display_path", "is_audio"]
+__all__ = ["discover", "display_path", "is_audio", "walk"]
 
 
 def is_audio(path: str) -> bool:
@@ -32,7 +32,7 @@ def _matches(path: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in patterns)
 
 
-def _walk(root: str) -> Iterable[str]:
+def walk(root: str | Path) -> Iterable[str]:
     """Files under ``root``, following directory links, each real directory once (no loops)."""
     seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -96,7 +96,7 @@ def discover(
 
 def _add_named(item: str, add) -> None:
     if os.path.isdir(item):
-        for path in _walk(item):
+        for path in walk(item):
             add(path, False)
     else:
         add(item, True)

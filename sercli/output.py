@@ -25,8 +25,9 @@ __all__ = [
     "Journal",
     "OutputError",
     "atomic_path",
-    "check_output",
+    "check_location",
     "read_table",
+    "table_metadata",
     "write_atomic",
     "write_text_atomic",
     "writer_for",
@@ -147,8 +148,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise OutputError(f"Cannot read {path.name}: unknown format {suffix!r}.")
 
 
-def check_output(path: Path, *, overwrite: bool, resume: bool) -> None:
-    """Fail early (before any work) if ``path`` cannot be written as asked."""
+def check_location(path: Path) -> None:
+    """Fail early (before any work) if ``path`` cannot be written at all (format, folder, permissions)."""
     writer_for(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
@@ -159,8 +160,19 @@ def check_output(path: Path, *, overwrite: bool, resume: bool) -> None:
         raise OutputError(f"The output folder {parent} is not writable.")
     if path.is_dir():
         raise OutputError(f"The output {path} is a directory.")
-    if path.exists() and not (overwrite or resume):
-        raise OutputError(f"The output {path} exists; pass --overwrite to replace it or --resume to continue it.")
+
+
+def table_metadata(path: Path) -> dict | None:
+    """The run metadata a finished table carries (Parquet only; None for CSV and JSON lines)."""
+    if path.suffix.lower() != ".parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        meta = (pq.read_schema(path).metadata or {}).get(b"sercli")
+    except Exception:  # not a Parquet file we can read
+        raise OutputError(f"The output {path} exists but is not a readable Parquet table.") from None
+    return json.loads(meta) if meta else None
 
 
 @dataclass
@@ -180,12 +192,15 @@ class Journal:
     def exists(self) -> bool:
         return self.path.exists()
 
+    def count(self) -> int:
+        """Number of complete rows."""
+        with open(self.path, "rb") as fh:
+            return max(0, fh.read().count(b"\n") - 1)
+
     def start(self, meta: dict) -> None:
-        """Begin a new journal (replacing an old one)."""
-        with open(self.path, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps({"sercli_journal": _JOURNAL_VERSION, "meta": meta}) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        """Begin a new journal (replacing an old one atomically)."""
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps({"sercli_journal": _JOURNAL_VERSION, "meta": meta}) + "\n", encoding="utf-8")
 
     def meta(self) -> dict:
         with open(self.path, encoding="utf-8") as fh:

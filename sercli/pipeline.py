@@ -129,9 +129,14 @@ def annotate_chunk(paths: list[str], options: Options) -> ChunkResult:
                        f"at least {params.min_samples / params.sample_rate:.2f} s is needed.")
             continue
         t0 = time.perf_counter()
-        w = windows(y, params, hop_s=options.hop_s)
-        row["flags"] = _flags(y, params)
-        stage["features"] += time.perf_counter() - t0
+        try:
+            w = windows(y, params, hop_s=options.hop_s)
+            row["flags"] = _flags(y, params)
+        except Exception as exc:  # a bug or a resource error on one file must not end the run
+            row.update(status="error", error=_unexpected("Feature extraction", exc))
+            continue
+        finally:
+            stage["features"] += time.perf_counter() - t0
         if w.silent.all():
             row.update(status="silent", segments=len(w.x),
                        error=f"The file has no speech energy (every frame is below {params.silence_db:.0f} dBFS).")
@@ -139,23 +144,50 @@ def annotate_chunk(paths: list[str], options: Options) -> ChunkResult:
         pending.append((row, w))
     t0 = time.perf_counter()
     segments = []
-    if pending:
-        x = np.concatenate([w.x for _, w in pending])
-        probs = np.concatenate([model.predict(x[i:i + _BATCH_WINDOWS]) for i in range(0, len(x), _BATCH_WINDOWS)])
-        i = 0
-        for row, w in pending:
-            p = probs[i:i + len(w.x)]
-            i += len(w.x)
-            _fill(row, aggregate(p, w.start_s, w.end_s, w.silent))
-            row.update(status="ok", segments=len(w.x))
-            if options.segments:
-                for k in range(len(w.x)):
-                    seg = {"path": row["path"], "start_s": round(float(w.start_s[k]), 4),
-                           "end_s": round(float(w.end_s[k]), 4), "silent": bool(w.silent[k]), "model": model.name}
-                    _fill(seg, p[k])
-                    segments.append(seg)
+    for row, w, p in _classify(model, pending):
+        if p is None:
+            row.update(status="error", error=_unexpected("Classification", w))
+            continue
+        _fill(row, aggregate(p, w.start_s, w.end_s, w.silent))
+        row.update(status="ok", segments=len(w.x))
+        if options.segments:
+            for k in range(len(w.x)):
+                seg = {"path": row["path"], "start_s": round(float(w.start_s[k]), 4),
+                       "end_s": round(float(w.end_s[k]), 4), "silent": bool(w.silent[k]), "model": model.name}
+                _fill(seg, p[k])
+                segments.append(seg)
     stage["inference"] += time.perf_counter() - t0
     return ChunkResult(rows=rows, segments=segments, audio_s=audio_s, stage_s=stage)
+
+
+def _predict(model: Model, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([model.predict(x[i:i + _BATCH_WINDOWS]) for i in range(0, len(x), _BATCH_WINDOWS)])
+
+
+def _classify(model: Model, pending: list) -> Iterator[tuple]:
+    """``(row, windows, probs)`` for each pending file; all files in one batch, or, if that
+    fails, file by file, so that only a file whose inference fails gets ``(row, exception, None)``."""
+    if not pending:
+        return
+    try:
+        probs = _predict(model, np.concatenate([w.x for _, w in pending]))
+    except Exception:
+        for row, w in pending:
+            try:
+                yield row, w, _predict(model, w.x)
+            except Exception as exc:
+                yield row, exc, None
+        return
+    i = 0
+    for row, w in pending:
+        yield row, w, probs[i:i + len(w.x)]
+        i += len(w.x)
+
+
+def _unexpected(stage: str, exc: BaseException) -> str:
+    """One sentence for an unexpected error on one file."""
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"{stage} failed unexpectedly ({type(exc).__name__}{': ' + detail if detail else ''})".rstrip(".") + "."
 
 
 def _fill(row: dict, probs: np.ndarray) -> None:
@@ -178,11 +210,30 @@ def _worker_env() -> dict[str, str]:
     return {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the main process, which stops the run and keeps its rows."""
+def _init_worker() -> None:
+    """Set up a local worker process.
+
+    - Ctrl-C is left to the main process, which stops the run and keeps its rows.
+    - The worker exits within a second of its parent's death (``kill -9`` of the main
+      process), instead of idling on with the model in memory.
+    - Decoder libraries' chatter on the C-level stderr (e.g. mpg123's "Xing stream size"
+      notes) is dropped: every problem with a file is reported in its row.
+    """
     import signal
+    import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=exit_with_parent, name="sercli-parent-watch", daemon=True).start()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 def local_executor(jobs: int) -> Executor:
@@ -190,7 +241,7 @@ def local_executor(jobs: int) -> Executor:
     ``joblib.Parallel``)."""
     from joblib.executor import get_memmapping_executor
 
-    return get_memmapping_executor(jobs, timeout=60, env=_worker_env(), initializer=_ignore_sigint)
+    return get_memmapping_executor(jobs, timeout=60, env=_worker_env(), initializer=_init_worker)
 
 
 def resolve_jobs(jobs: int) -> int:

@@ -359,11 +359,12 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
     state_file = ckpt / "state.json"
     if state_file.exists():
         state = json.loads(state_file.read_text())
+        _check_resume(state, opts, out)
         model = keras.saving.load_model(ckpt / "last.keras", safe_mode=True)
         log.info("resuming after epoch %d", state["epoch"])
     else:
         state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "since_best": 0, "history": [],
-                 "train_seconds": 0.0}
+                 "train_seconds": 0.0, "options": asdict(opts)}
         model = build(opts.arch, params)
         model.compile(optimizer=keras.optimizers.Adam(opts.learning_rate),
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
@@ -388,12 +389,12 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
                                  "val_accuracy": acc, "val_macro_f1": f1, "lr": lr})
         if f1 > state["best_f1"]:
             state.update(best_f1=f1, best_epoch=epoch + 1, since_best=0)
-            model.save(ckpt / "best.keras")
+            _save_atomic(model, ckpt / "best.keras")
         else:
             state["since_best"] += 1
-        model.save(ckpt / "last.keras")
+        _save_atomic(model, ckpt / "last.keras")
         (ckpt / "state.tmp").write_text(json.dumps(state, indent=1))
-        os.replace(ckpt / "state.tmp", state_file)
+        os.replace(ckpt / "state.tmp", state_file)  # last: a kill before it repeats this epoch
         log.info("epoch %d loss %.3f val acc %.3f macro-F1 %.3f (%.0f s)", epoch + 1,
                  state["history"][-1]["loss"], acc, f1, time.time() - t_epoch)
 
@@ -426,6 +427,26 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
     }
     export(best, params, card, out)
     return card
+
+
+def _save_atomic(model, path: Path) -> None:
+    """``model.save(path)`` through a temporary sibling, so a kill never leaves half a checkpoint."""
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _check_resume(state: dict, opts: TrainOptions, out: Path) -> None:
+    """Refuse, in one sentence, to resume a checkpoint made with other options."""
+    old = state.get("options")
+    if old is None:
+        return  # a checkpoint from before options were recorded
+    changed = [k for k, v in asdict(opts).items() if k in old and old[k] != v]
+    if changed:
+        k = changed[0]
+        raise ValueError(f"Cannot resume the training in {out}: it was started with {k} = {old[k]!r}, "
+                         f"not {getattr(opts, k)!r}; run it with the same options, or remove {out / 'checkpoint'} "
+                         "to start again.")
 
 
 def export(model, params: F.FeatureParams, card: dict, out: Path) -> None:

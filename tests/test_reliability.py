@@ -84,12 +84,20 @@ def test_every_hostile_file_gets_one_row_with_a_clear_status(hostile, model, tmp
     assert "clipped" in flags["clipped_dc.wav"] and "dc_offset" in flags["clipped_dc.wav"]
 
 
-def test_missing_named_file_gets_a_row(model, tmp_path):
+def test_mistyped_path_next_to_a_real_one_gets_a_row_saying_it_does_not_exist(model, tmp_path):
+    good = write(tmp_path / "good.wav", speech(index=0), 16000)
     out = tmp_path / "e.csv"
-    res = run_cli("annotate", str(tmp_path / "gone.wav"), "-m", model, "-o", str(out))
+    res = run_cli("annotate", str(good), str(tmp_path / "gone.wav"), "-m", model, "-o", str(out))
     assert res.returncode == 1
-    row = pd.read_csv(out).iloc[0]
-    assert row["status"] == "missing" and "no longer exists" in row["error"]
+    row = pd.read_csv(out).set_index("path").loc[str(tmp_path / "gone.wav")]
+    assert row["status"] == "missing" and row["error"] == "The path does not exist."
+
+
+def test_when_every_named_input_is_missing_the_run_stops_before_any_work(model, tmp_path):
+    out = tmp_path / "e.csv"
+    res = run_cli("annotate", str(tmp_path / "gone.wav"), "true", "-m", model, "-o", str(out))
+    assert res.returncode == 2 and "no input exists" in res.stderr and "Traceback" not in res.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def _decode_status_as_nobody(path: str, queue) -> None:
@@ -222,13 +230,15 @@ def test_interrupted_run_resumes_to_the_same_rows(many, model, reference, tmp_pa
 
 
 def test_resume_of_a_finished_run_adds_only_new_files(many, model, tmp_path):
-    out = tmp_path / "e.csv"
+    out = tmp_path / "e.parquet"
     files = sorted(many.iterdir())
     assert run_cli("annotate", *map(str, files[:5]), "-m", model, "-o", str(out), "-q").returncode == 0
+    first = pd.read_parquet(out)
     res = run_cli("annotate", *map(str, files[:8]), "-m", model, "-o", str(out), "--resume", "-q")
     assert res.returncode == 0, res.stderr
-    df = pd.read_csv(out)
+    df = pd.read_parquet(out)
     assert len(df) == 8 and df["path"].is_unique
+    pd.testing.assert_frame_equal(df.iloc[:5].reset_index(drop=True), first)  # the finished rows, unchanged
 
 
 def test_resume_with_another_model_is_refused(many, model, tmp_path, monkeypatch):
@@ -237,7 +247,7 @@ def test_resume_with_another_model_is_refused(many, model, tmp_path, monkeypatch
     journal.write_text('{"sercli_journal": 1, "meta": {"model": "other-model", "model_card_sha256": "x"}}\n')
     res = run_cli("annotate", str(many), "-m", model, "-o", str(out), "--resume")
     assert res.returncode == 2
-    assert "made with model 'other-model'" in res.stderr and "Traceback" not in res.stderr
+    assert "--model was 'other-model'" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_output_under_a_file_is_refused_before_any_work(many, model, tmp_path):
