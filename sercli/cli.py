@@ -12,6 +12,22 @@ from typing import List, Optional
 
 import typer
 
+def _flags_without_type() -> None:
+    """Typer 0.29 shows boolean flags as ``--quiet <bool>``, as if they took a value; they don't."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None:
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_without_type()
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -49,11 +65,11 @@ def annotate(
                                         "(default: half a window)."),
     include: List[str] = typer.Option([], "--include", help="Only files matching this glob (repeatable)."),
     exclude: List[str] = typer.Option([], "--exclude", help="Skip files matching this glob (repeatable)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output.", metavar=""),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run into the same output.", metavar=""),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run into the same output."),
     backend: str = typer.Option("local", "--backend", help="local (joblib processes) or dask."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://HOST:PORT)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary.", metavar=""),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
     """Classify the emotion of every audio file; write one row per file.
 
@@ -131,8 +147,15 @@ def manifest(
     root: Path = typer.Argument(..., help="Corpus folder in its original layout."),
     corpus_format: str = typer.Option(..., "--format", help="crema-d, ravdess, tess or savee."),
     output: Path = typer.Option(Path("manifest.csv"), "--output", "-o", help="Manifest CSV to write."),
+    val: float = typer.Option(0.0, "--val", help="Add a split column with this share of rows as val "
+                              "(whole speakers)."),
+    test: float = typer.Option(0.0, "--test", help="... and this share as test (whole speakers)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split."),
 ) -> None:
-    """Build a training manifest (path, corpus, speaker, source_label, emotion) from a corpus folder."""
+    """Build a training manifest (path, corpus, speaker, source_label, emotion) from a corpus folder.
+
+    With --val/--test it also writes a speaker-independent split column (train/val/test).
+    """
     from .corpora import FORMATS, read_corpus
 
     if corpus_format not in FORMATS:
@@ -142,6 +165,12 @@ def manifest(
     df = read_corpus(root, corpus_format)
     if df.empty:
         _fail(f"no {corpus_format} files with a label were found under {root}; nothing written.")
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        _fail("--val and --test are shares between 0 and 1 that sum to less than 1.")
+    if val or test:
+        from .corpora import speaker_split
+
+        df["split"] = speaker_split(df, val=val, test=test, seed=seed)
     df.to_csv(output, index=False)
     typer.echo(f"wrote {len(df)} rows to {output}", err=True)
 
@@ -158,9 +187,9 @@ def train(
     patience: int = typer.Option(10, help="Stop after this many epochs without a better val macro-F1."),
     mixup: float = typer.Option(0.2, help="Mixup Beta(alpha, alpha) parameter; 0 turns mixup off."),
     noise_prob: float = typer.Option(0.5, help="Share of training windows that get additive noise."),
-    spec_augment: bool = typer.Option(True, help="SpecAugment frequency and time masks.", metavar=""),
-    speed_perturb: bool = typer.Option(True, help="Train on 0.9x / 1.0x / 1.1x speed copies.", metavar=""),
-    corpus_balance: bool = typer.Option(False, help="Weight files so that every corpus counts equally.", metavar=""),
+    spec_augment: bool = typer.Option(True, help="SpecAugment frequency and time masks."),
+    speed_perturb: bool = typer.Option(True, help="Train on 0.9x / 1.0x / 1.1x speed copies."),
+    corpus_balance: bool = typer.Option(False, help="Weight files so that every corpus counts equally."),
     channel_prob: float = typer.Option(0.0, help="Share of windows given a random channel (band limit, EQ, "
                                        "reverberation)."),
     vtlp: float = typer.Option(0.0, help="Largest vocal-tract-length warp (0.1: factors 0.9-1.1); 0 = off."),

@@ -18,7 +18,7 @@ import pandas as pd
 from .audio import AUDIO_EXTENSIONS
 from .discovery import walk
 
-__all__ = ["EMOTIONS", "FORMATS", "read_corpus", "read_manifest", "parse_name", "split_labels"]
+__all__ = ["EMOTIONS", "FORMATS", "read_corpus", "read_manifest", "parse_name", "speaker_split", "split_labels"]
 
 #: The seven classes, in model output order.
 from . import EMOTIONS
@@ -152,3 +152,46 @@ def split_labels(df: pd.DataFrame, column: str) -> pd.Series:
     if column not in df.columns:
         raise ValueError(f"The manifest has no {column!r} column.")
     return df[column]
+
+
+def speaker_split(df: pd.DataFrame, *, val: float = 0.1, test: float = 0.0, seed: int = 0) -> pd.Series:
+    """A ``train``/``val``/``test`` label per row, holding out about ``val`` and ``test`` of the rows.
+
+    With a ``speaker`` column of at least three speakers, each part holds whole speakers
+    (scikit-learn's ``StratifiedGroupKFold``, stratified by emotion as far as speakers
+    allow), so validation and test voices are never heard in training. Without one, the
+    parts are stratified random slices and share voices with training.
+
+    >>> m = pd.DataFrame({"speaker": [s for s in "abcdefghij" for _ in range(4)],
+    ...                   "emotion": ["anger", "neutral"] * 20})
+    >>> parts = speaker_split(m, val=0.2, test=0.2)
+    >>> parts.value_counts().sort_index().to_dict()
+    {'test': 8, 'train': 24, 'val': 8}
+    >>> int(parts.groupby(m["speaker"]).nunique().max())  # every speaker in one part
+    1
+    """
+    out = pd.Series("train", index=df.index, dtype=object)
+    grouped = "speaker" in df and df["speaker"].notna().all() and df["speaker"].nunique() >= 3
+    for part, frac in (("test", test), ("val", val)):
+        rest = out.index[out.eq("train")]
+        share = frac / max(1e-9, len(rest) / len(df))  # of what is still train
+        if frac <= 0 or len(rest) < 2:
+            continue
+        held = _holdout(df.loc[rest], min(share, 0.5), seed, grouped)
+        out.loc[held] = part
+    return out
+
+
+def _holdout(df: pd.DataFrame, share: float, seed: int, grouped: bool) -> pd.Index:
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+    n_folds = max(2, int(round(1 / share)))
+    if grouped:
+        n_folds = min(n_folds, df["speaker"].nunique())
+        folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        _, held = next(folds.split(df, df["emotion"], groups=df["speaker"].astype(str)))
+        return df.index[held]
+    counts = df["emotion"].value_counts()
+    stratify = df["emotion"] if counts.min() >= 2 else None
+    _, held = train_test_split(df.index, test_size=share, random_state=seed, stratify=stratify)
+    return pd.Index(held)

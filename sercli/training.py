@@ -23,7 +23,7 @@ import pandas as pd
 from . import features as F
 from .architectures import ARCHITECTURES, build
 from .audio import decode
-from .corpora import EMOTIONS, read_manifest, split_labels
+from .corpora import EMOTIONS, read_manifest, speaker_split, split_labels
 from .models import KERAS_FILE, MODEL_FILE, PARAMS_FILE, softmax
 from .pipeline import aggregate
 
@@ -281,28 +281,13 @@ def cosine_lr(epoch: int, opts: TrainOptions) -> float:
 
 
 def _validation_slice(train: pd.DataFrame, opts: TrainOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Carve about ``opts.val_fraction`` of ``train`` out for validation, fixed by the seed.
-
-    With a ``speaker`` column the slice holds whole speakers (stratified by emotion as far
-    as speakers allow), so early stopping and the temperature are fitted on unseen voices.
-    Without one it is a stratified random slice, and a warning says so.
-    """
-    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
-
-    speakers = train["speaker"].astype(str) if "speaker" in train else None
-    n_folds = max(2, int(round(1 / opts.val_fraction)))
-    if speakers is not None and speakers.nunique() >= n_folds:
-        folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=opts.seed)
-        tr, va = next(folds.split(train, train["emotion"], groups=speakers))
-        return train.iloc[tr], train.iloc[va]
-    if speakers is not None and speakers.nunique() >= 2:
-        folds = StratifiedGroupKFold(n_splits=speakers.nunique(), shuffle=True, random_state=opts.seed)
-        tr, va = next(folds.split(train, train["emotion"], groups=speakers))
-        log.warning("only %d speakers: validating on one of them", speakers.nunique())
-        return train.iloc[tr], train.iloc[va]
-    log.warning("no speaker column (or one speaker): the validation slice shares voices with training, "
-                "so validation scores are optimistic")
-    return train_test_split(train, test_size=opts.val_fraction, random_state=opts.seed, stratify=train["emotion"])
+    """Carve about ``opts.val_fraction`` of ``train`` out for validation (:func:`speaker_split`):
+    whole speakers when a ``speaker`` column exists, else a stratified slice (and a warning)."""
+    parts = speaker_split(train, val=opts.val_fraction, seed=opts.seed)
+    if "speaker" not in train or train["speaker"].nunique() < 3:
+        log.warning("no speaker column with 3 or more speakers: the validation slice shares voices with "
+                    "training, so early stopping and calibration are fitted on voices it has heard")
+    return train[parts.eq("train")], train[parts.eq("val")]
 
 
 def _split(df: pd.DataFrame, opts: TrainOptions) -> tuple[pd.DataFrame, pd.DataFrame]:

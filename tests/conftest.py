@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +60,29 @@ def run_cli(*args: str, cwd: Path | None = None, input: str | None = None, timeo
     cmd = [sys.executable, "-m", "sercli", *args]
     return subprocess.run(cmd, cwd=cwd, input=input, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def many(tmp_path_factory) -> Path:
+    """240 files (links to 12 real clips) and one long file: enough for a run to be killed part-way."""
+    root = tmp_path_factory.mktemp("many")
+    clips = [write(root / "src" / f"clip{i}.wav", speech(index=i), 16000) for i in range(12)]
+    for i in range(240):
+        (root / "links").mkdir(exist_ok=True)
+        (root / "links" / f"f{i:04d}.wav").symlink_to(clips[i % 12])
+    return root / "links"
+
+
+def start_cli(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sercli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+
+
+def wait_for_rows(journal: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if journal.exists() and journal.read_text().count("\n") > n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("the run made no progress")

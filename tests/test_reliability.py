@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_cli, speech, write
+from conftest import ROOT, start_cli, run_cli, speech, wait_for_rows, write
 from sercli.pipeline import PROB_COLUMNS
 
 
@@ -160,32 +160,6 @@ def test_file_that_kills_its_worker_becomes_an_error_row(model, tmp_path):
     assert (df[~df["path"].str.endswith("segfault.wav")]["status"] == "ok").all()
 
 
-@pytest.fixture(scope="module")
-def many(tmp_path_factory) -> Path:
-    """240 files (links to 12 real clips) and one long file: enough for a run to be killed part-way."""
-    root = tmp_path_factory.mktemp("many")
-    clips = [write(root / "src" / f"clip{i}.wav", speech(index=i), 16000) for i in range(12)]
-    for i in range(240):
-        (root / "links").mkdir(exist_ok=True)
-        (root / "links" / f"f{i:04d}.wav").symlink_to(clips[i % 12])
-    return root / "links"
-
-
-def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sercli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
-
-
-def _wait_for_rows(journal: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if journal.exists() and journal.read_text().count("\n") > n:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError("the run made no progress")
-
-
 def _sorted(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("path").reset_index(drop=True)
 
@@ -204,8 +178,8 @@ def test_interrupted_run_resumes_to_the_same_rows(many, model, reference, tmp_pa
     """kill -9 of every process, or Ctrl-C (to the main process, or to the whole terminal group)."""
     out = tmp_path / "e.parquet"
     journal = tmp_path / "e.parquet.journal"
-    proc = _start(["annotate", str(many), "-m", model, "-o", str(out), "-q", "-j", "2"])
-    _wait_for_rows(journal, 40, proc)
+    proc = start_cli(["annotate", str(many), "-m", model, "-o", str(out), "-q", "-j", "2"])
+    wait_for_rows(journal, 40, proc)
     if group:
         os.killpg(proc.pid, sig)  # every process of the run, workers included
     else:
