@@ -78,9 +78,13 @@ def annotate(
     """
     from .console import run_annotate
 
-    code = run_annotate(inputs=inputs, model=model, output=output, segments=segments, jobs=jobs, hop_s=hop,
-                        include=include, exclude=exclude, overwrite=overwrite, resume=resume, backend=backend,
-                        scheduler=scheduler, quiet=quiet)
+    try:
+        code = run_annotate(inputs=inputs, model=model, output=output, segments=segments, jobs=jobs, hop_s=hop,
+                            include=include, exclude=exclude, overwrite=overwrite, resume=resume, backend=backend,
+                            scheduler=scheduler, quiet=quiet)
+    except KeyboardInterrupt:  # before the run started, or while its table was written: nothing half-done
+        typer.echo("sercli: interrupted; run the same command again (with --resume if a journal was left).", err=True)
+        code = 130
     raise typer.Exit(code)
 
 
