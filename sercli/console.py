@@ -210,14 +210,15 @@ def run_evaluate(*, model, manifest, split, split_column, json_out, plot, record
     for cls, m in metrics["per_class"].items():
         table.add_row(cls, f"{m['precision']:.2f}", f"{m['recall']:.2f}", f"{m['f1']:.2f}", f"{int(m['support'])}")
     out.print(table)
-    out.print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
+    out.print(f"accuracy {metrics['accuracy']:.4f}   UAR {metrics['uar']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
               f"ECE {metrics['ece']:.4f}", highlight=False)
     if metrics.get("per_corpus"):
         ct = Table(title="per corpus")
-        for col in ("corpus", "n", "accuracy", "macro-F1"):
+        for col in ("corpus", "n", "accuracy", "UAR", "macro-F1", "ECE"):
             ct.add_column(col, justify="right")
         for corpus, m in metrics["per_corpus"].items():
-            ct.add_row(corpus, str(m["n"]), f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}")
+            ct.add_row(corpus, str(m["n"]), f"{m['accuracy']:.3f}", f"{m['uar']:.3f}", f"{m['macro_f1']:.3f}",
+                       f"{m['ece']:.3f}")
         out.print(ct)
     cm = Table(title="confusion (rows true, columns predicted)")
     labels = metrics["confusion"]["labels"]
@@ -260,7 +261,8 @@ def run_summarize(*, results, by, truth, html_out, json_out, csv_out) -> int:
     out.print(_shares_table(groups))
     if scored is not None:
         out.print(f"agreement with {truth.name}: n = {scored['n']} ({scored['unmatched']} unmatched), "
-                  f"accuracy {scored['accuracy']:.4f}, macro-F1 {scored['macro_f1']:.4f}", highlight=False)
+                  f"accuracy {scored['accuracy']:.4f}, UAR {scored['uar']:.4f}, macro-F1 {scored['macro_f1']:.4f}",
+                  highlight=False)
         pc = Table(title="per class")
         for col in ("class", "precision", "recall", "f1", "support"):
             pc.add_column(col, justify="right")
@@ -273,7 +275,7 @@ def run_summarize(*, results, by, truth, html_out, json_out, csv_out) -> int:
         doc = {"overall": json.loads(overall.to_json(orient="index")),
                "groups": json.loads(groups.to_json(orient="index")), "by": by}
         if scored is not None:
-            doc["agreement"] = {k: scored[k] for k in ("n", "unmatched", "accuracy", "macro_f1")}
+            doc["agreement"] = {k: scored[k] for k in ("n", "unmatched", "accuracy", "uar", "macro_f1")}
             doc["agreement"]["per_class"] = json.loads(scored["per_class"].to_json(orient="index"))
             doc["agreement"]["confusion"] = scored["confusion"].to_numpy().tolist()
         json_out.write_text(json.dumps(doc, indent=1))

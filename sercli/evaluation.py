@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .corpora import EMOTIONS, read_manifest, split_labels
+from .corpora import read_manifest, split_labels
 from .pipeline import annotate
 from .reports import agreement
 
@@ -16,6 +16,13 @@ __all__ = ["evaluate", "expected_calibration_error", "record_in_card", "PROTOCOL
 
 #: Split column -> name of the protocol in model cards.
 PROTOCOLS = {"split": "speaker_independent", "split_random": "study_protocol"}
+
+
+def protocol_name(split_column: str) -> str:
+    """Card key of a split column: ``speaker_independent``, ``study_protocol``, ``loco_<corpus>``."""
+    if split_column.startswith("loco:"):
+        return "loco_" + split_column.split(":", 1)[1]
+    return PROTOCOLS.get(split_column, split_column)
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> float:
@@ -37,7 +44,8 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
              jobs: int = -1) -> tuple[dict, pd.DataFrame]:
     """Classify the manifest's ``split`` rows; returns (metrics, per-file predictions).
 
-    Metrics: ``accuracy``, ``macro_f1``, ``n``, ``ece``, ``per_class``, ``per_corpus``,
+    Metrics: ``n``, ``accuracy``, ``uar`` and ``macro_f1`` (both over the classes present in
+    the truth), ``ece`` (15 bins), ``per_class``, ``per_corpus`` (the same headline numbers),
     ``confusion`` (rows true, columns predicted), ``not_ok`` (files that could not be
     classified, with their status).
     """
@@ -49,27 +57,28 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
     pred = pred.merge(rows.rename(columns={"emotion": "true"}), on="path", how="left")
     scored = agreement(pred, rows[["path", "emotion"]])
     ok = pred[pred["status"].eq("ok")]
-    correct = (ok["emotion"] == ok["true"]).to_numpy(dtype=float)
     metrics = {
         "model": str(model),
         "manifest": str(manifest),
         "split_column": split_column,
         "split": split,
-        "n": scored["n"],
-        "accuracy": round(scored["accuracy"], 4),
-        "macro_f1": round(scored["macro_f1"], 4),
-        "ece": round(expected_calibration_error(ok["confidence"].to_numpy(), correct), 4),
+        **_headline(scored, ok),
         "per_class": scored["per_class"].round(4).to_dict(orient="index"),
-        "confusion": {"labels": list(EMOTIONS), "matrix": scored["confusion"].to_numpy().tolist()},
+        "confusion": {"labels": list(scored["confusion"].index), "matrix": scored["confusion"].to_numpy().tolist()},
         "not_ok": pred.loc[~pred["status"].eq("ok"), ["path", "status", "error"]].to_dict("records"),
     }
     if "corpus" in pred:
-        per = {}
-        for corpus, g in ok.groupby("corpus"):
-            s = agreement(g, rows[["path", "emotion"]])
-            per[corpus] = {"n": s["n"], "accuracy": round(s["accuracy"], 4), "macro_f1": round(s["macro_f1"], 4)}
-        metrics["per_corpus"] = per
+        metrics["per_corpus"] = {corpus: _headline(agreement(g, rows[["path", "emotion"]]), g)
+                                 for corpus, g in ok.groupby("corpus")}
     return metrics, pred
+
+
+def _headline(scored: dict, ok: pd.DataFrame) -> dict:
+    """n, accuracy, UAR, macro-F1 (both over the classes present) and ECE, rounded."""
+    correct = (ok["emotion"].astype(str) == ok["true"].astype(str)).to_numpy(dtype=float)
+    return {"n": scored["n"], "accuracy": round(scored["accuracy"], 4), "uar": round(scored["uar"], 4),
+            "macro_f1": round(scored["macro_f1"], 4),
+            "ece": round(expected_calibration_error(ok["confidence"].to_numpy(dtype=float), correct), 4)}
 
 
 def record_in_card(model_dir: str | Path, metrics: dict, command: str) -> str:
@@ -82,7 +91,7 @@ def record_in_card(model_dir: str | Path, metrics: dict, command: str) -> str:
     model_dir = Path(model_dir)
     card_path = model_dir / CARD_FILE
     card = json.loads(card_path.read_text())
-    key = PROTOCOLS.get(metrics["split_column"], metrics["split_column"])
+    key = protocol_name(metrics["split_column"])
     entry = {**{k: v for k, v in metrics.items() if k != "not_ok"}, "command": command,
              "not_ok": len(metrics["not_ok"])}
     evaluated = load_model(metrics["model"])

@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import EMOTIONS
 
-__all__ = ["read_results", "summarize", "group_keys", "agreement", "LOW_CONFIDENCE"]
+__all__ = ["read_results", "summarize", "group_keys", "agreement", "scores", "class_order", "LOW_CONFIDENCE"]
 
 #: Rows with ``confidence`` below this count as low-confidence.
 LOW_CONFIDENCE = 0.5
@@ -110,8 +110,8 @@ def summarize(df: pd.DataFrame, *, by: str | None = None) -> pd.DataFrame:
 def agreement(df: pd.DataFrame, truth: pd.DataFrame) -> dict:
     """Agreement of predicted ``emotion`` with reference labels (``truth``: path, emotion).
 
-    Paths are matched exactly, then by file name. Returns accuracy, macro-F1, n, the
-    per-class table and the confusion matrix (rows true, columns predicted).
+    Paths are matched exactly, then by file name. Returns :func:`scores` and ``unmatched``
+    (predicted rows without a label).
     """
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
@@ -126,13 +126,43 @@ def agreement(df: pd.DataFrame, truth: pd.DataFrame) -> dict:
     mask = y_true.notna()
     yt = y_true[mask].astype(str).to_numpy()
     yp = pred.loc[mask, "emotion"].astype(str).to_numpy()
-    labels = list(EMOTIONS)
+    return scores(yt, yp) | {"unmatched": int((~mask).sum())}
+
+
+def class_order(labels) -> list[str]:
+    """The seven shipped classes in model order, then any others alphabetically.
+
+    >>> class_order({"calm", "sadness", "anger"})
+    ['anger', 'sadness', 'calm']
+    """
+    labels = set(labels)
+    return [e for e in EMOTIONS if e in labels] + sorted(labels - set(EMOTIONS))
+
+
+def scores(y_true, y_pred) -> dict:
+    """Accuracy, UAR and macro-F1 of predicted labels; UAR and macro-F1 average over the classes
+    *present in the truth* (a class nobody said cannot be recalled, and would only deflate them).
+
+    Also ``n``, ``per_class`` (precision, recall, f1, support) and ``confusion`` (rows true,
+    columns predicted) over every class in either.
+
+    >>> s = scores(["anger", "anger", "sadness", "sadness"], ["anger", "sadness", "sadness", "fear"])
+    >>> round(s["accuracy"], 3), round(s["uar"], 3), round(s["macro_f1"], 3)
+    (0.5, 0.5, 0.583)
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    yt, yp = np.asarray(y_true, dtype=str), np.asarray(y_pred, dtype=str)
+    labels = class_order(set(yt) | set(yp))
+    present = class_order(set(yt))
     p, r, f, s = precision_recall_fscore_support(yt, yp, labels=labels, zero_division=0)
+    per_class = pd.DataFrame({"precision": p, "recall": r, "f1": f, "support": s}, index=labels)
+    nan = float("nan")
     return {
-        "n": int(mask.sum()),
-        "unmatched": int((~mask).sum()),
-        "accuracy": float(accuracy_score(yt, yp)) if len(yt) else float("nan"),
-        "macro_f1": float(f1_score(yt, yp, average="macro", zero_division=0)) if len(yt) else float("nan"),
-        "per_class": pd.DataFrame({"precision": p, "recall": r, "f1": f, "support": s}, index=labels),
+        "n": int(len(yt)),
+        "accuracy": float((yt == yp).mean()) if len(yt) else nan,
+        "uar": float(per_class.loc[present, "recall"].mean()) if len(yt) else nan,
+        "macro_f1": float(per_class.loc[present, "f1"].mean()) if len(yt) else nan,
+        "per_class": per_class,
         "confusion": pd.DataFrame(confusion_matrix(yt, yp, labels=labels), index=labels, columns=labels),
     }

@@ -126,3 +126,24 @@ def test_html_report_renders_in_chromium(annotated, tmp_path, which):
     img = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert img.std() > 10  # not blank
     assert (img < 128).mean() > 0.01  # plots and text drawn
+
+
+def test_evaluation_metrics_match_a_case_computed_by_hand():
+    """Two corpora, a class (surprise) predicted but never true, and confidences for ECE."""
+    from sercli.evaluation import _headline
+    from sercli.reports import agreement
+
+    truth = pd.DataFrame({"path": [f"f{i}.wav" for i in range(6)],
+                          "emotion": ["anger", "anger", "anger", "sadness", "sadness", "neutral"]})
+    pred = truth.assign(status="ok", true=truth["emotion"],
+                        emotion=["anger", "anger", "surprise", "sadness", "anger", "neutral"],
+                        confidence=[0.9, 0.9, 0.6, 0.6, 0.6, 0.9], corpus=["a", "a", "a", "b", "b", "b"])
+    m = _headline(agreement(pred, truth), pred)
+    # accuracy 4/6; recalls anger 2/3, sadness 1/2, neutral 1/1 -> UAR 13/18 over the 3 present classes
+    assert m["accuracy"] == round(4 / 6, 4) and m["uar"] == round(13 / 18, 4)
+    # F1: anger P 2/3 R 2/3 -> 2/3; sadness P 1 R 1/2 -> 2/3; neutral 1 -> mean 7/9 (surprise not averaged in)
+    assert m["macro_f1"] == round(7 / 9, 4)
+    # ECE: bin 0.9 (3 rows, all right): |1 - 0.9| = 0.1; bin 0.6 (3 rows, 1 right): |1/3 - 0.6| -> 0.5*0.1 + 0.5*0.2667
+    assert m["ece"] == round(0.5 * 0.1 + 0.5 * (0.6 - 1 / 3), 4)
+    b = _headline(agreement(pred[pred["corpus"] == "b"], truth), pred[pred["corpus"] == "b"])
+    assert (b["n"], b["accuracy"], b["uar"]) == (3, round(2 / 3, 4), round(0.75, 4))  # sadness 1/2, neutral 1
