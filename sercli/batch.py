@@ -14,7 +14,7 @@ from . import __version__
 from .discovery import display_path
 from .models import Model
 from .output import CsvStream, Journal, OutputError, check_location, read_table, table_metadata, write_atomic
-from .pipeline import COLUMNS, SEGMENT_COLUMNS, ChunkResult, Options, iter_chunks
+from .pipeline import COLUMNS, SEGMENT_COLUMNS, ChunkResult, Options, RunAborted, iter_chunks
 
 __all__ = ["OutputPlan", "RUN_KEY", "RunStats", "annotate_to_file", "plan_output", "run_metadata", "typed_frame"]
 
@@ -44,6 +44,8 @@ class RunStats:
     wall_s: float = 0.0
     stage_s: dict = field(default_factory=dict)
     interrupted: bool = False
+    #: why the run stopped before finishing, not by the user's hand (e.g. the cluster went away)
+    aborted: str = ""
 
     @property
     def failed(self) -> int:
@@ -214,11 +216,14 @@ def annotate_to_file(
     t0 = time.perf_counter()
     if plan is None:
         stream = CsvStream(COLUMNS)
-        for res in iter_chunks(paths, options, executor_factory=executor_factory):
-            stream.append(res.rows)
-            stats.add(res)
-            if on_chunk:
-                on_chunk(res, stats)
+        try:
+            for res in iter_chunks(paths, options, executor_factory=executor_factory):
+                stream.append(res.rows)
+                stats.add(res)
+                if on_chunk:
+                    on_chunk(res, stats)
+        except RunAborted as exc:
+            stats.aborted = str(exc)
         stats.wall_s = time.perf_counter() - t0
         return stats
 
@@ -237,6 +242,10 @@ def annotate_to_file(
                 on_chunk(res, stats)
     except KeyboardInterrupt:
         stats.interrupted = True
+        stats.wall_s = time.perf_counter() - t0
+        return stats
+    except RunAborted as exc:  # the journal keeps what finished
+        stats.aborted = str(exc)
         stats.wall_s = time.perf_counter() - t0
         return stats
 

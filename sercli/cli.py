@@ -74,7 +74,8 @@ def annotate(
     """Classify the emotion of every audio file; write one row per file.
 
     Exit status: 0 every file ok, 1 some files not ok (each has a row saying why),
-    2 unusable arguments, 130 interrupted (resume with --resume).
+    2 unusable arguments, 3 the Dask scheduler went away (resume with --resume),
+    130 interrupted (resume with --resume).
     """
     from .console import run_annotate
 

@@ -9,6 +9,7 @@ pipeline then retries its files one by one, as it does locally.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 from .pipeline import _worker_env
@@ -24,11 +25,14 @@ class _DaskExecutors:
             from distributed import Client, LocalCluster
         except ImportError:
             raise ValueError("--backend dask needs Dask: pip install 'sercli[dask]'.") from None
+        # distributed logs connection trouble with tracebacks; a lost cluster is reported in one sentence
+        for name in [n for n in logging.root.manager.loggerDict if n.startswith("distributed")] + ["distributed"]:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         self._cluster = None
         if scheduler:
             try:
                 self._client = Client(scheduler, timeout="10s")
-            except OSError:
+            except (OSError, TimeoutError):
                 raise ValueError(f"cannot reach the Dask scheduler at {scheduler}.") from None
         else:
             self._cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
@@ -37,6 +41,10 @@ class _DaskExecutors:
 
     def __call__(self):
         return self._client.get_executor()
+
+    def in_flight(self) -> int:
+        """Chunks to keep queued: twice the cluster's threads, read now (clusters grow and shrink)."""
+        return 2 * max(1, sum(self._client.nthreads().values()))
 
     def close(self) -> None:
         self._client.close()

@@ -75,6 +75,10 @@ def run_annotate(*, inputs, model, output, segments, jobs, hop_s, include, exclu
         if progress is not None:
             progress.stop()
         _shutdown(executor_factory)
+    if stats.aborted:
+        print(f"sercli: the run stopped: {stats.aborted} {stats.done} finished rows are kept; run the same "
+              "command with --resume to finish.", file=sys.stderr)
+        return 3
     if stats.interrupted:
         print(f"Interrupted: {stats.done} finished rows are kept; run the same command with --resume "
               "to finish.", file=sys.stderr)
@@ -85,12 +89,12 @@ def run_annotate(*, inputs, model, output, segments, jobs, hop_s, include, exclu
 
 
 def _executor_factory(backend: str, scheduler: str | None, jobs: int):
-    from .pipeline import local_executor
+    from .pipeline import LocalExecutors
 
     if backend == "local":
         if scheduler:
             raise ValueError("--scheduler needs --backend dask.")
-        return lambda: local_executor(jobs)
+        return LocalExecutors(jobs)
     if backend == "dask":
         from .cluster import dask_executor_factory
 

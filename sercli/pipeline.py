@@ -10,12 +10,12 @@ so only the file that kills a worker becomes an error row.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import traceback
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
@@ -30,8 +30,8 @@ from .models import DEFAULT_MODEL, Model, load_model
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["COLUMNS", "SEGMENT_COLUMNS", "Options", "ChunkResult", "annotate", "annotate_segments",
-           "iter_chunks", "aggregate"]
+__all__ = ["COLUMNS", "SEGMENT_COLUMNS", "Options", "ChunkResult", "LocalExecutors", "RunAborted", "annotate",
+           "annotate_segments", "iter_chunks", "aggregate"]
 
 PROB_COLUMNS = [f"prob_{e}" for e in EMOTIONS]
 #: File-level output columns, in order.
@@ -77,9 +77,18 @@ def aggregate(probs: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, silent:
     return (probs * weights[:, None]).sum(axis=0) / weights.sum()
 
 
-@lru_cache(maxsize=4)
+_per_thread = threading.local()
+
+
 def _model(ref: str) -> Model:
-    return load_model(ref)
+    """The model, loaded once per thread: a LiteRT interpreter must never be shared between
+    threads (a Dask worker runs several tasks at once in threads)."""
+    cache = getattr(_per_thread, "models", None)
+    if cache is None:
+        cache = _per_thread.models = {}
+    if ref not in cache:
+        cache[ref] = load_model(ref)
+    return cache[ref]
 
 
 def _base_row(path: str, model_name: str) -> dict:
@@ -236,6 +245,20 @@ def _init_worker() -> None:
     os.close(devnull)
 
 
+class LocalExecutors:
+    """Executor factory for ``iter_chunks``: joblib's loky pool of ``jobs`` processes."""
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+
+    def __call__(self) -> Executor:
+        return local_executor(self.jobs)
+
+    def in_flight(self) -> int:
+        """Chunks to keep queued: two per worker process, so none waits for work."""
+        return 2 * self.jobs
+
+
 def local_executor(jobs: int) -> Executor:
     """joblib's process pool (loky: spawned workers, reused across runs, shared with
     ``joblib.Parallel``)."""
@@ -260,12 +283,15 @@ def iter_chunks(
     *,
     executor_factory: Callable[[], Executor],
     chunk_size: int = 32,
-    in_flight: int = 4,
+    in_flight: int | None = None,
 ) -> Iterator[ChunkResult]:
     """Run ``annotate_chunk`` over ``paths`` and yield results as chunks finish.
 
     At most ``in_flight`` chunks are queued at a time, so memory does not grow with the
-    number of files. When a worker dies, the files of every chunk that was in flight
+    number of files. By default that is what the executor factory says it can run
+    (``factory.in_flight()``: twice the worker processes, or twice a Dask cluster's threads,
+    read again as chunks finish, so a cluster that grows is used), else 4. Infrastructure
+    failures that are not a file's fault (a Dask scheduler gone) raise :class:`RunAborted`. When a worker dies, the files of every chunk that was in flight
     become suspects: each is then retried alone, with nothing else running, so a file
     that kills its worker again is known for sure and gets a ``crashed`` row.
     """
@@ -290,7 +316,8 @@ def iter_chunks(
             if not running:
                 submit([suspects.popleft()], alone=True)
         else:
-            while chunks and len(running) < in_flight:
+            limit = in_flight or _capacity(executor_factory)
+            while chunks and len(running) < limit:
                 submit(chunks.popleft(), alone=False)
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for fut in done:
@@ -299,7 +326,7 @@ def iter_chunks(
                 result = fut.result()
             except Exception as exc:
                 if not _is_worker_crash(exc):
-                    raise RuntimeError(f"worker failed: {traceback.format_exception_only(exc)[-1].strip()}") from exc
+                    raise RunAborted(_abort_reason(exc)) from exc
                 if alone:
                     yield ChunkResult(rows=[_crash_row(chunk[0], options, _crash_reason(exc))])
                 else:
@@ -307,6 +334,27 @@ def iter_chunks(
                 executor = executor_factory()
                 continue
             yield result
+
+
+class RunAborted(Exception):
+    """The run cannot go on for a reason that is not one file's fault; one sentence."""
+
+
+def _abort_reason(exc: BaseException) -> str:
+    text = traceback.format_exception_only(exc)[-1].strip()
+    names = {type(exc).__name__, *(type(c).__name__ for c in (exc.__cause__, exc.__context__) if c)}
+    if names & {"CommClosedError", "CancelledError", "FutureCancelledError", "TimeoutError", "OSError"}:
+        return "The connection to the Dask scheduler was lost."
+    return f"A worker failed ({text})."
+
+
+def _capacity(executor_factory) -> int:
+    try:
+        return max(1, int(executor_factory.in_flight()))
+    except (AttributeError, TypeError):
+        return 4
+    except Exception:  # a cluster that cannot say: keep going at the default
+        return 4
 
 
 def _crash_reason(exc: BaseException) -> str:
@@ -327,7 +375,7 @@ def _run(inputs, *, model: str, jobs: int, hop_s: float | None, include, exclude
     name = load_model(model).name  # fails here, not in a worker, for an unknown model
     options = Options(model=str(model), model_name=name, hop_s=hop_s, segments=segments)
     n = resolve_jobs(jobs)
-    results = list(iter_chunks(paths, options, executor_factory=lambda: local_executor(n)))
+    results = list(iter_chunks(paths, options, executor_factory=LocalExecutors(n)))
     return results
 
 

@@ -70,3 +70,130 @@ def test_local_cluster_survives_a_worker_killed_mid_run(data, model, local, tmp_
     crashed = df[df["path"] == str(crash)]
     assert crashed["status"].tolist() == ["crashed"]
     _assert_same(df[df["path"] != str(crash)], local)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def stock_cluster(tmp_path_factory):
+    """A real `dask scheduler` and `dask worker --nworkers 2 --nthreads 4` (the stock threaded
+    worker) on loopback. Chunks of paths under a folder named ``slow`` take 2 s longer and
+    leave their start and end times in ``SERCLI_TEST_CHUNK_LOG``."""
+    import subprocess
+    import sys
+    import time
+
+    hook = tmp_path_factory.mktemp("hook")
+    log = tmp_path_factory.mktemp("chunk-log")
+    (hook / "sitecustomize.py").write_text(
+        "import os, time, uuid\n"
+        "import sercli.pipeline as p\n"
+        "_orig = p.annotate_chunk\n"
+        "def annotate_chunk(paths, options):\n"
+        "    if not any('/slow/' in x for x in paths):\n"
+        "        return _orig(paths, options)\n"
+        "    t0 = time.time(); time.sleep(2.0); res = _orig(paths, options)\n"
+        "    open(os.path.join(os.environ['SERCLI_TEST_CHUNK_LOG'], uuid.uuid4().hex), 'w').write(f'{t0} {time.time()}')\n"
+        "    return res\n"
+        "p.annotate_chunk = annotate_chunk\n")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "SERCLI_TEST_CHUNK_LOG": str(log)}
+    bin_dir = Path(sys.executable).parent
+    procs = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    time.sleep(2)
+    procs.append(subprocess.Popen([str(bin_dir / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "4",
+                                   "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    with distributed.Client(address, timeout="30s") as client:
+        client.wait_for_workers(2, timeout=120)
+    yield address, log
+    for p in reversed(procs):
+        p.terminate()
+        p.wait(timeout=30)
+
+
+def test_stock_threaded_dask_workers_give_the_same_rows_as_local(data, model, local, stock_cluster, tmp_path):
+    """Four threads per worker process: each thread has its own LiteRT interpreter."""
+    address, _ = stock_cluster
+    out = tmp_path / "dask.parquet"
+    res = run_cli("annotate", str(data), "-m", model, "-o", str(out), "--backend", "dask", "--scheduler", address, "-q")
+    assert res.returncode == 0, res.stderr
+    _assert_same(pd.read_parquet(out), local)
+
+
+def test_chunks_in_flight_scale_with_the_cluster_threads(model, stock_cluster, tmp_path):
+    """8 threads in the cluster: at least 8 chunks run at the same moment."""
+    from conftest import example_files
+
+    address, log = stock_cluster
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    for i in range(16 * 32):  # 16 chunks of 32 paths
+        (slow / f"f{i:04d}.wav").symlink_to(example_files()[i % 12])
+    res = run_cli("annotate", str(slow), "-m", model, "-o", str(tmp_path / "e.parquet"), "--backend", "dask",
+                  "--scheduler", address, "-q")
+    assert res.returncode == 0, res.stderr
+    spans = [tuple(map(float, f.read_text().split())) for f in log.iterdir()]
+    assert len(spans) == 16
+    most = max(sum(a <= t < b for a, b in spans) for t, _ in spans)
+    assert most >= 8, f"only {most} chunks ran at once on 8 threads"
+
+
+def test_unreachable_scheduler_is_one_sentence(data, model, tmp_path):
+    out = tmp_path / "e.parquet"
+    res = run_cli("annotate", str(data), "-m", model, "-o", str(out), "--backend", "dask",
+                  "--scheduler", f"tcp://127.0.0.1:{_free_port()}", "-q", timeout=120)
+    assert res.returncode == 2 and "cannot reach the Dask scheduler" in res.stderr
+    assert res.stderr.count("\n") == 1 and not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_scheduler_dying_mid_run_keeps_a_resumable_journal(model, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import example_files
+
+    slow = tmp_path / "slow"  # not slowed here: this cluster has no hook
+    slow.mkdir()
+    for i in range(3000):
+        (slow / f"f{i:04d}.wav").symlink_to(example_files()[i % 12])
+    port = _free_port()
+    bin_dir = Path(sys.executable).parent
+    sched = subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                              "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(2)
+    worker = subprocess.Popen([str(bin_dir / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "1",
+                               "--nthreads", "2", "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = tmp_path / "e.parquet"
+    journal = tmp_path / "e.parquet.journal"
+    try:
+        run = subprocess.Popen([sys.executable, "-m", "sercli", "annotate", str(slow), "-m", model, "-o", str(out),
+                                "--backend", "dask", "--scheduler", f"tcp://127.0.0.1:{port}", "-q"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while not (journal.exists() and journal.read_text().count("\n") > 40) and time.time() < deadline:
+            time.sleep(0.1)
+        sched.send_signal(signal.SIGKILL)
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        sched.kill()
+    assert run.returncode == 3, stderr
+    assert stderr.count("\n") == 1 and "connection to the Dask scheduler was lost" in stderr and "--resume" in stderr
+    kept = journal.read_text().count("\n") - 1
+    assert 0 < kept < 3000 and not out.exists()
+    res = run_cli("annotate", str(slow), "-m", model, "-o", str(out), "--resume", "-q")  # finish locally
+    assert res.returncode == 0, res.stderr
+    df = pd.read_parquet(out)
+    assert len(df) == 3000 and df["path"].is_unique
