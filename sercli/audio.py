@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -20,7 +21,9 @@ __all__ = [
     "FFMPEG_EXTENSIONS",
     "Audio",
     "DecodeError",
+    "AudioStream",
     "decode",
+    "open_audio",
 ]
 
 #: Extensions read by libsndfile (through ``soundfile``).
@@ -66,15 +69,63 @@ def decode(path: str | Path, *, sample_rate: int, max_duration_s: float | None =
     missing, empty, unreadable, unsupported or corrupt files, files longer than
     ``max_duration_s`` and files with NaN/inf samples.
     """
+    stream = open_audio(path, sample_rate=sample_rate, max_duration_s=max_duration_s)
+    parts = list(stream.blocks())
+    samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return Audio(samples, sample_rate, stream.source_rate, stream.channels)
+
+
+@dataclass
+class AudioStream:
+    """A file opened for decoding block by block: :meth:`blocks` yields mono float32 blocks at
+    ``sample_rate`` (about ``block_s`` seconds each), so memory does not depend on the file's length.
+
+    ``source_rate``, ``channels`` and ``frames`` (0 when unknown) describe the original file.
+    Errors met while reading raise :class:`DecodeError`.
+    """
+
+    path: Path
+    sample_rate: int
+    source_rate: int
+    channels: int
+    frames: int
+    max_duration_s: float | None = None
+    block_s: float = 60.0
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        if self.path.suffix.lower() in FFMPEG_EXTENSIONS:
+            raw = _ffmpeg_blocks(self.path, self.sample_rate, self.max_duration_s, self.block_s)
+        else:
+            raw = _sndfile_blocks(self)
+        for block in raw:
+            if not np.isfinite(block).all():
+                raise DecodeError("invalid_samples", "The audio contains NaN or infinite sample values.")
+            yield block
+
+
+def open_audio(path: str | Path, *, sample_rate: int, max_duration_s: float | None = None,
+               block_s: float = 60.0) -> AudioStream:
+    """Check ``path`` and read its header; see :class:`AudioStream`. Raises :class:`DecodeError`."""
     path = Path(path)
     _check_readable(path)
     if path.suffix.lower() in FFMPEG_EXTENSIONS:
-        audio = _decode_ffmpeg(path, sample_rate, max_duration_s)
-    else:
-        audio = _decode_sndfile(path, sample_rate, max_duration_s)
-    if not np.isfinite(audio.samples).all():
-        raise DecodeError("invalid_samples", "The audio contains NaN or infinite sample values.")
-    return audio
+        if shutil.which("ffmpeg") is None:
+            raise DecodeError("unsupported", f"Reading {path.suffix.lower()} files needs ffmpeg, which is not installed.")
+        source_rate, channels = _ffprobe_format(path)
+        return AudioStream(path, sample_rate, source_rate or sample_rate, channels or 1, 0, max_duration_s, block_s)
+    import soundfile as sf
+
+    try:
+        info = sf.info(os.fsencode(path))  # bytes: names need not be UTF-8
+    except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as exc:
+        raise DecodeError("corrupt", _sndfile_message(exc)) from None
+    source_rate, channels, frames = int(info.samplerate), int(info.channels), int(info.frames)
+    if source_rate <= 0 or channels <= 0:
+        raise DecodeError("corrupt", "The file header declares no sample rate or no channels.")
+    if max_duration_s is not None and frames > max_duration_s * source_rate:
+        raise DecodeError("too_long", f"The file is {frames / source_rate:.0f} s long, over the "
+                          f"{max_duration_s:.0f} s limit.")
+    return AudioStream(path, sample_rate, source_rate, channels, frames, max_duration_s, block_s)
 
 
 def _check_readable(path: Path) -> None:
@@ -99,39 +150,30 @@ def _check_readable(path: Path) -> None:
         raise DecodeError("unreadable", f"The file cannot be read ({exc.strerror}).") from None
 
 
-def _decode_sndfile(path: Path, sample_rate: int, max_duration_s: float | None) -> Audio:
+def _sndfile_blocks(stream: AudioStream) -> Iterator[np.ndarray]:
     import soundfile as sf
     import soxr
 
+    block_frames = max(1024, int(stream.block_s * stream.source_rate))
     try:
-        with sf.SoundFile(os.fsencode(path)) as fh:  # bytes: names need not be UTF-8
-            source_rate, channels = int(fh.samplerate), int(fh.channels)
-            if source_rate <= 0 or channels <= 0:
-                raise DecodeError("corrupt", "The file header declares no sample rate or no channels.")
-            if max_duration_s is not None and fh.frames > max_duration_s * source_rate:
-                raise DecodeError(
-                    "too_long",
-                    f"The file is {fh.frames / source_rate:.0f} s long, over the {max_duration_s:.0f} s limit.",
-                )
+        with sf.SoundFile(os.fsencode(stream.path)) as fh:
             resampler = None
-            if source_rate != sample_rate:
-                resampler = soxr.ResampleStream(source_rate, sample_rate, 1, dtype="float32", quality="HQ")
-            parts: list[np.ndarray] = []
+            if stream.source_rate != stream.sample_rate:
+                resampler = soxr.ResampleStream(stream.source_rate, stream.sample_rate, 1, dtype="float32",
+                                                quality="HQ")
             while True:
-                block = fh.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
-                last = len(block) < _BLOCK_FRAMES
-                mono = block.mean(axis=1, dtype=np.float32) if channels > 1 else block[:, 0]
+                block = fh.read(block_frames, dtype="float32", always_2d=True)
+                last = len(block) < block_frames
+                mono = block.mean(axis=1, dtype=np.float32) if stream.channels > 1 else block[:, 0]
                 if resampler is not None:
                     mono = resampler.resample_chunk(mono, last=last)
-                parts.append(np.ascontiguousarray(mono, dtype=np.float32))
+                yield np.ascontiguousarray(mono, dtype=np.float32)
                 if last:
                     break
     except DecodeError:
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as exc:
         raise DecodeError("corrupt", _sndfile_message(exc)) from None
-    samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    return Audio(samples, sample_rate, source_rate, channels)
 
 
 def _sndfile_message(exc: Exception) -> str:
@@ -143,25 +185,31 @@ def _sndfile_message(exc: Exception) -> str:
     return "The audio data is corrupt or truncated and could not be decoded."
 
 
-def _decode_ffmpeg(path: Path, sample_rate: int, max_duration_s: float | None) -> Audio:
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise DecodeError(
-            "unsupported",
-            f"Reading {path.suffix.lower()} files needs ffmpeg, which is not installed.",
-        )
-    cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", str(path)]
+def _ffmpeg_blocks(path: Path, sample_rate: int, max_duration_s: float | None, block_s: float) -> Iterator[np.ndarray]:
+    """ffmpeg decodes to 32-bit float mono at ``sample_rate`` on a pipe, read block by block."""
+    cmd = [shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-v", "error", "-i", str(path)]
     if max_duration_s is not None:
         cmd += ["-t", str(max_duration_s + 1)]
     cmd += ["-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "-"]
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode != 0 or not proc.stdout:
+    block_bytes = 4 * max(1024, int(block_s * sample_rate))
+    total = 0
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL) as proc:
+        try:
+            while True:
+                data = proc.stdout.read(block_bytes)
+                if not data:
+                    break
+                total += len(data) // 4
+                if max_duration_s is not None and total > max_duration_s * sample_rate:
+                    raise DecodeError("too_long", f"The file is over the {max_duration_s:.0f} s limit.")
+                yield np.frombuffer(data[: len(data) // 4 * 4], dtype="<f4").copy()
+            proc.wait()
+        finally:
+            if proc.poll() is None:  # stopped early: by an error, or by the reader
+                proc.kill()
+                proc.wait()
+    if proc.returncode != 0 or total == 0:
         raise DecodeError("corrupt", "ffmpeg could not decode the file (corrupt, or not audio).")
-    samples = np.frombuffer(proc.stdout, dtype="<f4").copy()
-    if max_duration_s is not None and len(samples) > max_duration_s * sample_rate:
-        raise DecodeError("too_long", f"The file is over the {max_duration_s:.0f} s limit.")
-    source_rate, channels = _ffprobe_format(path)
-    return Audio(samples, sample_rate, source_rate or sample_rate, channels or 1)
 
 
 def _ffprobe_format(path: Path) -> tuple[int, int]:

@@ -16,7 +16,9 @@ import numpy as np
 
 __all__ = [
     "FeatureParams",
+    "WindowStream",
     "Windows",
+    "concat_windows",
     "frame_db",
     "from_log_mel",
     "log_mel",
@@ -86,6 +88,16 @@ def log_mel(y: np.ndarray, params: FeatureParams) -> np.ndarray:
     return librosa.power_to_db(mel, ref=1.0, amin=_AMIN, top_db=None).astype(np.float32)
 
 
+def _mel_frames(padded: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """:func:`log_mel` of an already padded signal, without centring (frame ``t`` starts at ``t * hop``)."""
+    import librosa
+
+    mel = librosa.feature.melspectrogram(y=padded, sr=params.sample_rate, n_fft=params.n_fft,
+                                         hop_length=params.hop_length, n_mels=params.n_mels, fmin=params.fmin,
+                                         fmax=params.fmax, power=2.0, center=False)
+    return librosa.power_to_db(mel, ref=1.0, amin=_AMIN, top_db=None).astype(np.float32)
+
+
 def from_log_mel(log_mel_db: np.ndarray, params: FeatureParams) -> np.ndarray:
     """Model features from a log-mel spectrogram: itself, or ``(n_mfcc, frames)`` MFCCs."""
     if params.kind == "mel":
@@ -96,11 +108,31 @@ def from_log_mel(log_mel_db: np.ndarray, params: FeatureParams) -> np.ndarray:
 
 
 def frame_db(y: np.ndarray, params: FeatureParams) -> np.ndarray:
-    """RMS level of each frame in dBFS, shape ``(1 + len(y) // hop_length,)``."""
-    import librosa
+    """RMS level of each frame in dBFS, shape ``(1 + len(y) // hop_length,)``.
 
-    rms = librosa.feature.rms(y=y, frame_length=params.n_fft, hop_length=params.hop_length)[0]
-    return 20.0 * np.log10(np.maximum(rms, 1e-7))
+    Frames are centred as in :func:`log_mel` (zeros beyond both ends). Computed from a
+    cumulative sum of squares, so no frame matrix is built.
+    """
+    half = params.n_fft // 2
+    padded = np.concatenate([np.zeros(half, np.float32), np.asarray(y, np.float32), np.zeros(half, np.float32)])
+    return _level_db(padded, 1 + len(y) // params.hop_length, params)
+
+
+def _level_db(padded: np.ndarray, n_frames: int, params: FeatureParams) -> np.ndarray:
+    """RMS dBFS of the first ``n_frames`` frames of an already padded signal (frame ``t`` is
+    ``padded[t * hop : t * hop + n_fft]``), from sums of squares over hop-long blocks."""
+    hop, n_fft = params.hop_length, params.n_fft
+    if n_fft % hop:  # frames that do not tile into hops: a cumulative sum does it
+        sq = np.concatenate([[0.0], np.cumsum(np.square(padded, dtype=np.float64))])
+        starts = np.arange(n_frames) * hop
+        energy = sq[starts + n_fft] - sq[starts]
+    else:
+        k = n_fft // hop
+        m = n_frames + k - 1
+        b = padded[: m * hop].reshape(m, hop)
+        blocks = np.square(b).sum(axis=1, dtype=np.float64)
+        energy = np.convolve(blocks, np.ones(k), mode="valid")[:n_frames]
+    return (10.0 * np.log10(np.maximum(energy / n_fft, 1e-14))).astype(np.float32)
 
 
 def normalize_window(log_mel_db: np.ndarray, params: FeatureParams) -> np.ndarray:
@@ -144,11 +176,107 @@ def window_starts(n_frames: int, window_frames: int, hop_frames: int) -> list[in
 def windows(y: np.ndarray, params: FeatureParams, *, hop_s: float | None = None) -> Windows:
     """Cut a mono signal at ``params.sample_rate`` into normalised model windows.
 
-    Windows are ``params.window_s`` long, ``hop_s`` apart (default: half a window); a
-    signal shorter than one window gives one padded window.
+    Windows are ``params.window_s`` long, ``hop_s`` apart (default: half a window); the
+    last one ends at the signal's end, and a signal shorter than one window gives one
+    padded window. The same as feeding ``y`` to a :class:`WindowStream` in any blocks.
     """
-    return windows_from_log_mel(log_mel(y, params), frame_db(y, params), params,
-                                duration_s=len(y) / params.sample_rate, hop_s=hop_s)
+    stream = WindowStream(params, hop_s=hop_s)
+    return concat_windows([stream.feed(y), stream.finish()], params)
+
+
+def concat_windows(parts: list[Windows], params: FeatureParams) -> Windows:
+    """One :class:`Windows` from several, in order."""
+    parts = [w for w in parts if len(w.x)] or parts[:1]
+    return Windows(x=np.concatenate([w.x for w in parts]), start_s=np.concatenate([w.start_s for w in parts]),
+                   end_s=np.concatenate([w.end_s for w in parts]), silent=np.concatenate([w.silent for w in parts]))
+
+
+def _hop_frames(params: FeatureParams, hop_s: float | None) -> int:
+    return max(1, int(round((hop_s if hop_s is not None else params.window_s / 2)
+                            * params.sample_rate / params.hop_length)))
+
+
+class WindowStream:
+    """The windows of a signal that arrives block by block, with memory independent of its length.
+
+    ``feed(block)`` returns the windows that are complete so far, ``finish()`` the rest;
+    together they are exactly :func:`windows` of the whole signal. Only the samples of
+    one unfinished frame and the log-mel frames of one unfinished window are kept.
+    """
+
+    def __init__(self, params: FeatureParams, *, hop_s: float | None = None) -> None:
+        self.params = params
+        self.hop_frames = _hop_frames(params, hop_s)
+        self._samples = np.zeros(params.n_fft // 2, np.float32)  # the zeros centring adds before the start
+        self._mel = np.zeros((params.n_mels, 0), np.float32)
+        self._level = np.zeros(0, np.float32)
+        self._first = 0  # frame index of self._mel[:, 0]
+        self._next = 0  # first frame of the next window on the hop grid
+        self._emitted_end = 0  # end frame of the last window emitted
+        self.n_samples = 0
+
+    def feed(self, y: np.ndarray) -> Windows:
+        """Add samples; returns the windows completed by them (possibly none)."""
+        self.n_samples += len(y)
+        self._samples = np.concatenate([self._samples, np.asarray(y, np.float32)])
+        self._frame(len(self._samples))
+        return self._emit(final=False)
+
+    def finish(self) -> Windows:
+        """The remaining windows, the last one ending at the signal's end."""
+        half = self.params.n_fft // 2
+        self._samples = np.concatenate([self._samples, np.zeros(half, np.float32)])
+        self._frame(len(self._samples))
+        return self._emit(final=True)
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / self.params.sample_rate
+
+    def _frame(self, available: int) -> None:
+        p = self.params
+        if available < p.n_fft:
+            return
+        n = 1 + (available - p.n_fft) // p.hop_length
+        used = self._samples[: (n - 1) * p.hop_length + p.n_fft]
+        mel = _mel_frames(used, p)
+        level = _level_db(used, n, p)
+        self._mel = np.concatenate([self._mel, mel[:, :n]], axis=1)
+        self._level = np.concatenate([self._level, level])
+        self._samples = self._samples[n * p.hop_length:]
+
+    def _emit(self, *, final: bool) -> Windows:
+        p, wf = self.params, self.params.window_frames
+        have = self._first + self._mel.shape[1]  # frames computed so far
+        starts = []
+        while self._next + wf <= have:
+            starts.append(self._next)
+            self._next += self.hop_frames
+        if final:
+            n_frames = have  # == 1 + n_samples // hop_length
+            if n_frames <= wf:
+                starts = [0] if self._emitted_end == 0 and not starts else starts
+            elif (starts[-1] if starts else self._emitted_end - wf) + wf < n_frames:
+                starts.append(n_frames - wf)
+        out = self._windows(starts)
+        if starts:
+            self._emitted_end = starts[-1] + wf
+        # keep what the next grid window, or an end-aligned last window, may still need
+        keep_from = have if final else max(0, min(self._next, have - wf))
+        drop = max(0, keep_from - self._first)
+        self._mel, self._level, self._first = self._mel[:, drop:], self._level[drop:], self._first + drop
+        return out
+
+    def _windows(self, starts: list[int]) -> Windows:
+        p, wf = self.params, self.params.window_frames
+        if not starts:
+            return Windows(np.zeros((0, p.n_features, wf), np.float32), np.zeros(0), np.zeros(0), np.zeros(0, bool))
+        local = [s - self._first for s in starts]
+        x = np.stack([normalize_window(self._mel[:, s: s + wf], p) for s in local])
+        silent = np.array([self._level[s: s + wf].max() < p.silence_db for s in local])
+        start_s = np.array(starts, dtype=np.float64) * p.hop_length / p.sample_rate
+        end_s = np.minimum(start_s + p.window_s, self.duration_s)
+        return Windows(x=x, start_s=start_s, end_s=end_s, silent=silent)
 
 
 def windows_from_log_mel(

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .audio import DecodeError, decode
+from .audio import DecodeError, open_audio
 from . import EMOTIONS
 from .discovery import discover, display_path
-from .features import windows
+from .features import Windows, WindowStream, concat_windows
 from .models import DEFAULT_MODEL, Model, load_model
 
 if TYPE_CHECKING:
@@ -99,97 +99,176 @@ def _base_row(path: str, model_name: str) -> dict:
     return row
 
 
-def _flags(y: np.ndarray, params) -> str:
-    flags = []
-    if np.mean(np.abs(y) >= 0.999) > 1e-3:
-        flags.append("clipped")
-    if abs(float(np.mean(y))) > 0.05:
-        flags.append("dc_offset")
-    if len(y) < params.window_s * params.sample_rate:
-        flags.append("padded")
-    return ",".join(flags)
+@dataclass
+class _FileState:
+    """One file while its blocks stream through: level statistics for the flags, windows not
+    classified yet, and the running duration-weighted sums of its window probabilities."""
+
+    row: dict
+    stream: WindowStream
+    n: int = 0
+    n_clipped: int = 0
+    total: float = 0.0
+    windows: list = field(default_factory=list)
+    n_windows: int = 0
+    n_speech_windows: int = 0
+    sums: np.ndarray | None = None  # (2, classes): speech windows, all windows
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    segments: list = field(default_factory=list)
+
+    def observe(self, y: np.ndarray) -> None:
+        self.n += len(y)
+        self.n_clipped += int(np.count_nonzero(np.abs(y) >= 0.999))
+        self.total += float(y.sum(dtype=np.float64))
+
+    def flags(self, params) -> str:
+        flags = []
+        if self.n and self.n_clipped / self.n > 1e-3:
+            flags.append("clipped")
+        if self.n and abs(self.total / self.n) > 0.05:
+            flags.append("dc_offset")
+        if self.n < params.window_s * params.sample_rate:
+            flags.append("padded")
+        return ",".join(flags)
+
+    def add(self, probs: np.ndarray, w: Windows, options: Options, model_name: str) -> None:
+        """Fold classified windows into the file's sums (the same result as :func:`aggregate`)."""
+        dur = np.maximum(w.end_s - w.start_s, 1e-9)
+        speech = dur * ~w.silent
+        if self.sums is None:
+            self.sums = np.zeros((2, probs.shape[1]))
+        self.sums[0] += (probs * speech[:, None]).sum(axis=0)
+        self.sums[1] += (probs * dur[:, None]).sum(axis=0)
+        self.weights += (speech.sum(), dur.sum())
+        self.n_windows += len(w.x)
+        self.n_speech_windows += int((~w.silent).sum())
+        if options.segments:
+            for k in range(len(w.x)):
+                seg = {"path": self.row["path"], "start_s": round(float(w.start_s[k]), 4),
+                       "end_s": round(float(w.end_s[k]), 4), "silent": bool(w.silent[k]), "model": model_name}
+                _fill(seg, probs[k])
+                self.segments.append(seg)
+
+    def probs(self) -> np.ndarray:
+        k = 0 if self.weights[0] > 0 else 1
+        return self.sums[k] / self.weights[k]
 
 
 def annotate_chunk(paths: list[str], options: Options) -> ChunkResult:
-    """Classify ``paths`` (runs in a worker). Never raises for a bad file: it gets a row."""
+    """Classify ``paths`` (runs in a worker). Never raises for a bad file: it gets a row.
+
+    Files are decoded and windowed block by block (:class:`~sercli.audio.AudioStream`,
+    :class:`~sercli.features.WindowStream`). Short files' windows are classified together, in
+    one batch at the end of the chunk; a long file's windows are classified as soon as a batch
+    is full, so memory does not depend on file length.
+    """
     model = _model(options.model)
     params = model.params
     stage = {"decode": 0.0, "features": 0.0, "inference": 0.0}
-    rows, pending, audio_s = [], [], 0.0
+    rows, waiting, audio_s = [], [], 0.0
     for path in paths:
         row = _base_row(path, options.model_name)
         rows.append(row)
-        t0 = time.perf_counter()
+        state = _FileState(row, WindowStream(params, hop_s=options.hop_s))
         try:
-            audio = decode(path, sample_rate=params.sample_rate, max_duration_s=options.max_duration_s)
+            _stream(path, state, options, model, stage)
         except DecodeError as exc:
             row.update(status=exc.status, error=exc.message)
             continue
-        except Exception as exc:  # a decoder bug must not end the run
-            row.update(status="error", error=f"Decoding failed unexpectedly ({type(exc).__name__}).")
+        except Exception as exc:  # a bug or a resource error on one file must not end the run
+            row.update(status="error", error=_unexpected("Reading or classifying the file", exc))
             continue
-        finally:
-            stage["decode"] += time.perf_counter() - t0
-        y = audio.samples
-        row.update(duration_s=round(audio.duration_s, 4), sample_rate=audio.source_rate, channels=audio.channels)
-        audio_s += audio.duration_s
-        if len(y) < params.min_samples:
-            row.update(status="too_short", error=f"The audio is {audio.duration_s:.2f} s long; "
+        duration = state.n / params.sample_rate
+        row.update(duration_s=round(duration, 4))
+        audio_s += duration
+        if state.n < params.min_samples:
+            row.update(status="too_short", error=f"The audio is {duration:.2f} s long; "
                        f"at least {params.min_samples / params.sample_rate:.2f} s is needed.")
             continue
-        t0 = time.perf_counter()
-        try:
-            w = windows(y, params, hop_s=options.hop_s)
-            row["flags"] = _flags(y, params)
-        except Exception as exc:  # a bug or a resource error on one file must not end the run
-            row.update(status="error", error=_unexpected("Feature extraction", exc))
-            continue
-        finally:
-            stage["features"] += time.perf_counter() - t0
-        if w.silent.all():
-            row.update(status="silent", segments=len(w.x),
-                       error=f"The file has no speech energy (every frame is below {params.silence_db:.0f} dBFS).")
-            continue
-        pending.append((row, w))
+        row["flags"] = state.flags(params)
+        if state.windows:
+            waiting.append(state)  # a short file: joins the chunk's batch
+        else:
+            _finish(state)
     t0 = time.perf_counter()
-    segments = []
-    for row, w, p in _classify(model, pending):
+    for state, w, p in _classify(model, waiting):
         if p is None:
-            row.update(status="error", error=_unexpected("Classification", w))
+            state.row.update(status="error", error=_unexpected("Classification", w))
             continue
-        _fill(row, aggregate(p, w.start_s, w.end_s, w.silent))
-        row.update(status="ok", segments=len(w.x))
-        if options.segments:
-            for k in range(len(w.x)):
-                seg = {"path": row["path"], "start_s": round(float(w.start_s[k]), 4),
-                       "end_s": round(float(w.end_s[k]), 4), "silent": bool(w.silent[k]), "model": model.name}
-                _fill(seg, p[k])
-                segments.append(seg)
+        state.add(p, w, options, model.name)
+        _finish(state)
     stage["inference"] += time.perf_counter() - t0
+    segments = [seg for r in rows for seg in r.pop("_segments", [])]
     return ChunkResult(rows=rows, segments=segments, audio_s=audio_s, stage_s=stage)
+
+
+def _stream(path: str, state: _FileState, options: Options, model: Model, stage: dict) -> None:
+    """Decode, window and (once a batch is full) classify one file, block by block."""
+    params = model.params
+    t0 = time.perf_counter()
+    audio = open_audio(path, sample_rate=params.sample_rate, max_duration_s=options.max_duration_s)
+    state.row.update(sample_rate=audio.source_rate, channels=audio.channels)
+    blocks = audio.blocks()
+    stage["decode"] += time.perf_counter() - t0
+    while True:
+        t0 = time.perf_counter()
+        y = next(blocks, None)
+        t1 = time.perf_counter()
+        stage["decode"] += t1 - t0
+        if y is None:
+            w = state.stream.finish()
+        else:
+            state.observe(y)
+            w = state.stream.feed(y)
+        if len(w.x):
+            state.windows.append(w)
+        stage["features"] += time.perf_counter() - t1
+        if sum(len(x.x) for x in state.windows) >= _BATCH_WINDOWS or (y is None and state.n_windows):
+            t0 = time.perf_counter()
+            batch = concat_windows(state.windows, params)
+            state.windows = []
+            state.add(_predict(model, batch.x), batch, options, model.name)
+            stage["inference"] += time.perf_counter() - t0
+        if y is None:
+            return
+
+
+def _finish(state: _FileState) -> None:
+    """Fill the file's row from its classified windows."""
+    row = state.row
+    if state.n_speech_windows == 0:
+        row.update(status="silent", segments=state.n_windows, error="The file has no speech energy (every frame "
+                   f"is below {state.stream.params.silence_db:.0f} dBFS).")
+        return
+    _fill(row, state.probs())
+    row.update(status="ok", segments=state.n_windows, _segments=state.segments)
 
 
 def _predict(model: Model, x: np.ndarray) -> np.ndarray:
     return np.concatenate([model.predict(x[i:i + _BATCH_WINDOWS]) for i in range(0, len(x), _BATCH_WINDOWS)])
 
 
-def _classify(model: Model, pending: list) -> Iterator[tuple]:
-    """``(row, windows, probs)`` for each pending file; all files in one batch, or, if that
-    fails, file by file, so that only a file whose inference fails gets ``(row, exception, None)``."""
-    if not pending:
+def _classify(model: Model, states: list[_FileState]) -> Iterator[tuple]:
+    """``(state, windows, probs)`` for each file whose windows wait: all files in one batch or,
+    if that fails, file by file, so that only a file whose inference fails gets
+    ``(state, exception, None)``."""
+    if not states:
         return
+    wins = [concat_windows(s.windows, model.params) for s in states]
+    for s in states:
+        s.windows = []
     try:
-        probs = _predict(model, np.concatenate([w.x for _, w in pending]))
+        probs = _predict(model, np.concatenate([w.x for w in wins]))
     except Exception:
-        for row, w in pending:
+        for s, w in zip(states, wins):
             try:
-                yield row, w, _predict(model, w.x)
+                yield s, w, _predict(model, w.x)
             except Exception as exc:
-                yield row, exc, None
+                yield s, exc, None
         return
     i = 0
-    for row, w in pending:
-        yield row, w, probs[i:i + len(w.x)]
+    for s, w in zip(states, wins):
+        yield s, w, probs[i:i + len(w.x)]
         i += len(w.x)
 
 

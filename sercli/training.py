@@ -421,12 +421,17 @@ def _save_atomic(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+#: Options a resumed training may change: raising them extends the run.
+_EXTENDABLE = ("epochs", "patience")
+
+
 def _check_resume(state: dict, opts: TrainOptions, out: Path) -> None:
-    """Refuse, in one sentence, to resume a checkpoint made with other options."""
+    """Refuse, in one sentence, to resume a checkpoint made with other options (but
+    ``epochs`` and ``patience``, which a resume may raise to extend the run)."""
     old = state.get("options")
     if old is None:
         return  # a checkpoint from before options were recorded
-    changed = [k for k, v in asdict(opts).items() if k in old and old[k] != v]
+    changed = [k for k, v in asdict(opts).items() if k in old and old[k] != v and k not in _EXTENDABLE]
     if changed:
         k = changed[0]
         raise ValueError(f"Cannot resume the training in {out}: it was started with {k} = {old[k]!r}, "

@@ -67,3 +67,34 @@ def test_training_path_equals_inference_path():
                                     F.frame_db(y, params), params, duration_s=len(y) / params.sample_rate)
     np.testing.assert_allclose(direct.x, cached.x, atol=0.05)  # float16 cache rounding only
     np.testing.assert_array_equal(direct.silent, cached.silent)
+
+
+@pytest.mark.parametrize("block", [997, 16000, 16000 * 60 + 17], ids=["tiny-blocks", "1s-blocks", "60s-blocks"])
+@pytest.mark.parametrize("seconds, hop_s", [(0.4, None), (3.2, None), (47.3, None), (47.3, 0.7)])
+def test_windows_streamed_in_blocks_equal_the_windows_of_the_whole_signal(block, seconds, hop_s):
+    """What annotate computes block by block is what training computes from the whole log-mel."""
+    from conftest import speech
+    from sercli.features import FeatureParams, WindowStream, concat_windows, frame_db, log_mel, windows_from_log_mel
+
+    params = FeatureParams(kind="mfcc")
+    y = speech(seconds, index=4)
+    whole = windows_from_log_mel(log_mel(y, params), frame_db(y, params), params, duration_s=seconds, hop_s=hop_s)
+    stream = WindowStream(params, hop_s=hop_s)
+    parts = [stream.feed(y[i:i + block]) for i in range(0, len(y), block)] + [stream.finish()]
+    got = concat_windows(parts, params)
+    np.testing.assert_allclose(got.x, whole.x, atol=1e-4)
+    np.testing.assert_allclose(got.start_s, whole.start_s)
+    np.testing.assert_allclose(got.end_s, whole.end_s)
+    np.testing.assert_array_equal(got.silent, whole.silent)
+
+
+def test_frame_level_matches_librosa_rms():
+    import librosa
+
+    from conftest import speech
+    from sercli.features import FeatureParams, frame_db
+
+    params = FeatureParams()
+    y = speech(5.3, index=2)
+    rms = librosa.feature.rms(y=y, frame_length=params.n_fft, hop_length=params.hop_length)[0]
+    np.testing.assert_allclose(frame_db(y, params), 20 * np.log10(np.maximum(rms, 1e-7)), atol=1e-3)

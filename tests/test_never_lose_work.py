@@ -107,13 +107,13 @@ def test_an_error_after_decoding_gives_that_file_an_error_row_and_the_run_goes_o
     hook.mkdir()
     poison_len = 16000 + 1234  # the poisoned file is recognised by its length
     (hook / "sitecustomize.py").write_text(
-        "import sercli.pipeline as p\n"
-        "_orig = p.windows\n"
-        "def windows(y, params, **k):\n"
-        f"    if len(y) == {poison_len}:\n"
+        "import sercli.features as f\n"
+        "_orig = f.WindowStream.finish\n"
+        "def finish(self):\n"
+        f"    if self.n_samples == {poison_len}:\n"
         "        raise MemoryError('simulated')\n"
-        "    return _orig(y, params, **k)\n"
-        "p.windows = windows\n")
+        "    return _orig(self)\n"
+        "f.WindowStream.finish = finish\n")
     data = tmp_path / "data"
     for i in range(3):
         write(data / f"ok{i}.wav", speech(index=i), 16000)
@@ -124,7 +124,7 @@ def test_an_error_after_decoding_gives_that_file_an_error_row_and_the_run_goes_o
     assert res.returncode == 1, res.stderr
     df = pd.read_csv(out).set_index("path")
     bad = df.loc[str(data / "poison.wav")]
-    assert bad["status"] == "error" and bad["error"] == "Feature extraction failed unexpectedly (MemoryError: simulated)."
+    assert bad["status"] == "error" and bad["error"] == "Reading or classifying the file failed unexpectedly (MemoryError: simulated)."
     assert (df.drop(index=str(data / "poison.wav"))["status"] == "ok").all()
 
 
@@ -202,7 +202,8 @@ def test_resumed_training_with_changed_options_is_refused(tmp_path):
 
     from sercli.training import TrainOptions, _check_resume
 
-    state = {"options": asdict(TrainOptions(epochs=30))}
-    _check_resume(state, TrainOptions(epochs=30), tmp_path)  # the same options: fine
-    with pytest.raises(ValueError, match="started with epochs = 30, not 40"):
-        _check_resume(state, TrainOptions(epochs=40), tmp_path)
+    state = {"options": asdict(TrainOptions(epochs=30, mixup_alpha=0.2))}
+    _check_resume(state, TrainOptions(epochs=30, mixup_alpha=0.2), tmp_path)  # the same options: fine
+    _check_resume(state, TrainOptions(epochs=40, mixup_alpha=0.2), tmp_path)  # more epochs: extends the run
+    with pytest.raises(ValueError, match="started with mixup_alpha = 0.2, not 0.0"):
+        _check_resume(state, TrainOptions(epochs=30, mixup_alpha=0.0), tmp_path)
