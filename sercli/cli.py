@@ -198,6 +198,10 @@ def train(
     channel_prob: float = typer.Option(0.0, help="Share of windows given a random channel (band limit, EQ, "
                                        "reverberation)."),
     vtlp: float = typer.Option(0.0, help="Largest vocal-tract-length warp (0.1: factors 0.9-1.1); 0 = off."),
+    trim_db: Optional[float] = typer.Option(None, help="Trim leading/trailing frames this many dB below the "
+                                            "loudest (a feature parameter: annotate does the same)."),
+    floor_db: Optional[float] = typer.Option(None, help="Floor each window this many dB below its loudest bin "
+                                             "(a feature parameter)."),
     jobs: int = typer.Option(-1, help="Processes for feature extraction."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default ~/.cache/sercli)."),
 ) -> None:
@@ -216,7 +220,7 @@ def train(
     opts = TrainOptions(arch=arch, split_column=split_column, epochs=epochs, seed=seed, patience=patience,
                         mixup_alpha=mixup, noise_prob=noise_prob, spec_augment=spec_augment,
                         speed_perturb=speed_perturb, corpus_balance=corpus_balance,
-                        channel_prob=channel_prob, vtlp=vtlp)
+                        channel_prob=channel_prob, vtlp=vtlp, trim_db=trim_db, floor_db=floor_db)
     try:
         card = run_train(manifest, out, opts, jobs=jobs, cache_dir=cache_dir, command=command)
     except ValueError as exc:  # unusable manifest: no split column, no readable files

@@ -19,6 +19,7 @@ __all__ = [
     "WindowStream",
     "Windows",
     "concat_windows",
+    "trim_bounds",
     "frame_db",
     "from_log_mel",
     "log_mel",
@@ -46,6 +47,12 @@ class FeatureParams:
     #: frames below this RMS level (dBFS) are "silent"; a window whose loudest frame is
     #: below it carries no speech energy and is skipped when aggregating.
     silence_db: float = -55.0
+    #: if set, each window's log-mel is floored this many dB below its loudest bin, so digital
+    #: silence and studio noise floors look alike (dynamic range, not the floor, carries emotion)
+    floor_db: float | None = None
+    #: if set, leading and trailing frames quieter than this many dB below the loudest frame
+    #: (of the first minute) are dropped, keeping ``TRIM_MARGIN`` frames of context
+    trim_db: float | None = None
 
     @property
     def n_features(self) -> int:
@@ -143,6 +150,8 @@ def normalize_window(log_mel_db: np.ndarray, params: FeatureParams) -> np.ndarra
     the features computed (:func:`from_log_mel`) and scaled to unit variance. The
     result has shape ``(n_features, window_frames)``; padded columns are 0 (the mean).
     """
+    if params.floor_db is not None and log_mel_db.size:
+        log_mel_db = np.maximum(log_mel_db, log_mel_db.max() - params.floor_db)
     feat = from_log_mel(log_mel_db - log_mel_db.mean(), params)
     out = np.zeros((feat.shape[0], params.window_frames), dtype=np.float32)
     out[:, : feat.shape[1]] = feat / (feat.std() + 1e-5)
@@ -191,6 +200,37 @@ def concat_windows(parts: list[Windows], params: FeatureParams) -> Windows:
                    end_s=np.concatenate([w.end_s for w in parts]), silent=np.concatenate([w.silent for w in parts]))
 
 
+#: Frames of context kept before the first and after the last speech frame when trimming (80 ms).
+TRIM_MARGIN = 5
+#: Trimming never treats frames louder than this (dBFS) as non-speech.
+_TRIM_ABS_DB = -60.0
+#: Longest run of quiet frames a stream holds back as possible trailing non-speech (60 s).
+_MAX_HELD = 3750
+
+
+def trim_threshold(level_db: np.ndarray, params: FeatureParams) -> float:
+    """Frames at or below this level (dBFS) count as leading/trailing non-speech."""
+    return max(float(level_db.max()) - params.trim_db, _TRIM_ABS_DB) if len(level_db) else _TRIM_ABS_DB
+
+
+def trim_bounds(level_db: np.ndarray, params: FeatureParams) -> tuple[int, int]:
+    """``(first, end)`` frames of a file's log-mel to keep when ``params.trim_db`` is set
+    (all of it otherwise): from :data:`TRIM_MARGIN` frames before the first frame above
+    :func:`trim_threshold` to as many after the last.
+
+    >>> p = FeatureParams(trim_db=30)
+    >>> trim_bounds(np.array([-90.0] * 10 + [-20.0] * 3 + [-90.0] * 10), p)
+    (5, 18)
+    """
+    n = len(level_db)
+    if params.trim_db is None or n == 0:
+        return 0, n
+    loud = np.flatnonzero(level_db > trim_threshold(level_db, params))
+    if len(loud) == 0:
+        return 0, n
+    return max(0, int(loud[0]) - TRIM_MARGIN), min(n, int(loud[-1]) + 1 + TRIM_MARGIN)
+
+
 def _hop_frames(params: FeatureParams, hop_s: float | None) -> int:
     return max(1, int(round((hop_s if hop_s is not None else params.window_s / 2)
                             * params.sample_rate / params.hop_length)))
@@ -214,6 +254,13 @@ class WindowStream:
         self._next = 0  # first frame of the next window on the hop grid
         self._emitted_end = 0  # end frame of the last window emitted
         self.n_samples = 0
+        # trimming (params.trim_db): frames are counted from self._origin, the first frame kept;
+        # frames that may be trailing non-speech wait in self._held until speech follows them
+        self._origin = 0
+        self._started = params.trim_db is None
+        self._threshold: float | None = None
+        self._held = (np.zeros((params.n_mels, 0), np.float32), np.zeros(0, np.float32))
+        self._cut_tail = False
 
     def feed(self, y: np.ndarray) -> Windows:
         """Add samples; returns the windows completed by them (possibly none)."""
@@ -226,24 +273,54 @@ class WindowStream:
         """The remaining windows, the last one ending at the signal's end."""
         half = self.params.n_fft // 2
         self._samples = np.concatenate([self._samples, np.zeros(half, np.float32)])
-        self._frame(len(self._samples))
+        self._frame(len(self._samples), final=True)
         return self._emit(final=True)
 
     @property
     def duration_s(self) -> float:
         return self.n_samples / self.params.sample_rate
 
-    def _frame(self, available: int) -> None:
+    def _frame(self, available: int, *, final: bool = False) -> None:
         p = self.params
-        if available < p.n_fft:
-            return
-        n = 1 + (available - p.n_fft) // p.hop_length
-        used = self._samples[: (n - 1) * p.hop_length + p.n_fft]
-        mel = _mel_frames(used, p)
-        level = _level_db(used, n, p)
-        self._mel = np.concatenate([self._mel, mel[:, :n]], axis=1)
+        mel, level = np.zeros((p.n_mels, 0), np.float32), np.zeros(0, np.float32)
+        if available >= p.n_fft:
+            n = 1 + (available - p.n_fft) // p.hop_length
+            used = self._samples[: (n - 1) * p.hop_length + p.n_fft]
+            mel, level = _mel_frames(used, p)[:, :n], _level_db(used, n, p)
+            self._samples = self._samples[n * p.hop_length:]
+        if p.trim_db is not None:
+            mel, level = self._trim(mel, level, final=final)
+        self._mel = np.concatenate([self._mel, mel], axis=1)
         self._level = np.concatenate([self._level, level])
-        self._samples = self._samples[n * p.hop_length:]
+
+    def _trim(self, mel: np.ndarray, level: np.ndarray, *, final: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The frames to keep now: leading non-speech is dropped (but :data:`TRIM_MARGIN` frames),
+        possible trailing non-speech is held back until speech follows, and dropped at the end.
+        The same frames as :func:`trim_bounds` on the whole file when its first block holds its
+        loudest frame."""
+        if self._threshold is None and len(level):
+            self._threshold = trim_threshold(level, self.params)
+        mel = np.concatenate([self._held[0], mel], axis=1)
+        level = np.concatenate([self._held[1], level])
+        loud = np.flatnonzero(level > self._threshold) if self._threshold is not None else np.zeros(0, int)
+        if not self._started:
+            if len(loud) == 0 and not final:
+                skip = max(0, len(level) - TRIM_MARGIN)
+                self._origin += skip
+                self._held = (mel[:, skip:], level[skip:])
+                return mel[:, :0], level[:0]
+            skip = max(0, int(loud[0]) - TRIM_MARGIN) if len(loud) else 0
+            self._origin += skip
+            self._started = True
+            mel, level, loud = mel[:, skip:], level[skip:], loud - skip
+        if final:
+            cut = min(len(level), (int(loud[-1]) + 1 if len(loud) else 0) + TRIM_MARGIN)
+            self._cut_tail = cut < len(level)
+        else:
+            cut = int(loud[-1]) + 1 if len(loud) else 0
+            cut = max(cut, len(level) - _MAX_HELD)  # a long pause is released, not held for ever
+        self._held = (mel[:, cut:], level[cut:])
+        return mel[:, :cut], level[:cut]
 
     def _emit(self, *, final: bool) -> Windows:
         p, wf = self.params, self.params.window_frames
@@ -274,8 +351,12 @@ class WindowStream:
         local = [s - self._first for s in starts]
         x = np.stack([normalize_window(self._mel[:, s: s + wf], p) for s in local])
         silent = np.array([self._level[s: s + wf].max() < p.silence_db for s in local])
-        start_s = np.array(starts, dtype=np.float64) * p.hop_length / p.sample_rate
-        end_s = np.minimum(start_s + p.window_s, self.duration_s)
+        start_s = (self._origin + np.array(starts, dtype=np.float64)) * p.hop_length / p.sample_rate
+        limit = self.duration_s
+        if self._origin or self._cut_tail:  # trimmed: windows end where the kept frames end
+            kept_end = self._origin + self._first + self._mel.shape[1]
+            limit = min(limit, kept_end * p.hop_length / p.sample_rate)
+        end_s = np.minimum(start_s + p.window_s, limit)
         return Windows(x=x, start_s=start_s, end_s=end_s, silent=silent)
 
 
@@ -288,6 +369,9 @@ def windows_from_log_mel(
     hop_s: float | None = None,
 ) -> Windows:
     """:func:`windows` from a precomputed :func:`log_mel` and :func:`frame_db` (training's cache)."""
+    first, end = trim_bounds(level_db, params)
+    trimmed = (first, end) != (0, len(level_db))
+    log_mel_db, level_db = log_mel_db[:, first:end], level_db[first:end]
     n_frames = log_mel_db.shape[1]
     wf = params.window_frames
     hop_frames = max(1, int(round((hop_s if hop_s is not None else params.window_s / 2)
@@ -295,6 +379,8 @@ def windows_from_log_mel(
     starts = window_starts(n_frames, wf, hop_frames)
     x = np.stack([normalize_window(log_mel_db[:, s : s + wf], params) for s in starts])
     silent = np.array([level_db[s : s + wf].max() < params.silence_db for s in starts])
-    start_s = np.array(starts, dtype=np.float64) * params.hop_length / params.sample_rate
+    start_s = (first + np.array(starts, dtype=np.float64)) * params.hop_length / params.sample_rate
+    if trimmed:
+        duration_s = min(duration_s, end * params.hop_length / params.sample_rate)
     end_s = np.minimum(start_s + params.window_s, duration_s)
     return Windows(x=x, start_s=start_s, end_s=end_s, silent=silent)

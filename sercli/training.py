@@ -59,6 +59,9 @@ class TrainOptions:
     channel_prob: float = 0.0
     #: largest vocal-tract-length warp of the frequency axis (0.1: factors 0.9-1.1); 0 = off
     vtlp: float = 0.0
+    #: feature parameters: trim leading/trailing non-speech, floor each window's dynamic range
+    trim_db: float | None = None
+    floor_db: float | None = None
 
 
 def manifest_hash(df: pd.DataFrame) -> str:
@@ -193,7 +196,8 @@ def _augmented_window(entries: list, params: F.FeatureParams, opts: TrainOptions
                       rng: np.random.Generator) -> np.ndarray:
     """One random training window ``(n_features, window_frames)`` from a file's cached features."""
     idx = int(rng.integers(len(entries))) if opts.speed_perturb else 0
-    mel = entries[idx][0].astype(np.float32)
+    first, end = F.trim_bounds(entries[idx][1].astype(np.float32), params)
+    mel = entries[idx][0][:, first:end].astype(np.float32)
     wf = params.window_frames
     if mel.shape[1] > wf:
         start = int(rng.integers(mel.shape[1] - wf + 1))
@@ -318,7 +322,8 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
 
     df = read_manifest(manifest)
     train_df, val_df = _split(df, opts)
-    params = F.FeatureParams(kind=ARCHITECTURES[opts.arch], window_s=opts.window_s)
+    params = F.FeatureParams(kind=ARCHITECTURES[opts.arch], window_s=opts.window_s, trim_db=opts.trim_db,
+                             floor_db=opts.floor_db)
     t0 = time.time()
     feats = load_features(list(train_df["path"]) + list(val_df["path"]), params,
                           cache_dir=cache_dir, jobs=jobs)

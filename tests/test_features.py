@@ -98,3 +98,24 @@ def test_frame_level_matches_librosa_rms():
     y = speech(5.3, index=2)
     rms = librosa.feature.rms(y=y, frame_length=params.n_fft, hop_length=params.hop_length)[0]
     np.testing.assert_allclose(frame_db(y, params), 20 * np.log10(np.maximum(rms, 1e-7)), atol=1e-3)
+
+
+@pytest.mark.parametrize("seconds", [1.0, 7.7, 40.0])
+def test_trimmed_windows_streamed_equal_trimmed_windows_of_the_whole_signal(seconds):
+    """With trimming on, leading and trailing non-speech are dropped the same way in both paths,
+    and the windows keep their times in the original file."""
+    from conftest import speech
+    from sercli.features import FeatureParams, WindowStream, concat_windows, frame_db, log_mel, windows_from_log_mel
+
+    params = FeatureParams(kind="mfcc", trim_db=35.0, floor_db=60.0)
+    hiss = 1e-5 * np.random.default_rng(0).standard_normal(40000).astype(np.float32)
+    y = np.concatenate([hiss[:16000], speech(seconds, index=3), hiss[16000:]])
+    whole = windows_from_log_mel(log_mel(y, params), frame_db(y, params), params, duration_s=len(y) / 16000)
+    assert whole.start_s[0] == pytest.approx(1.0 - 5 * 0.016, abs=0.05)  # speech starts after 1 s of hiss
+    assert whole.end_s[-1] == pytest.approx(1.0 + seconds + 5 * 0.016, abs=0.05)
+    stream = WindowStream(params)
+    got = concat_windows([stream.feed(y[i:i + 960000]) for i in range(0, len(y), 960000)] + [stream.finish()],
+                         params)
+    np.testing.assert_allclose(got.x, whole.x, atol=1e-4)
+    np.testing.assert_allclose(got.start_s, whole.start_s)
+    np.testing.assert_allclose(got.end_s, whole.end_s)
