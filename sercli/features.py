@@ -10,6 +10,7 @@ inference exactly what it saw in training.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -23,12 +24,15 @@ __all__ = [
     "frame_db",
     "from_log_mel",
     "log_mel",
+    "mel_filters",
+    "mel_frequencies",
     "normalize_window",
     "windows",
     "windows_from_log_mel",
 ]
 
 _AMIN = 1e-10
+_FRAMES_PER_BLOCK = 256
 
 
 @dataclass(frozen=True)
@@ -79,30 +83,71 @@ class FeatureParams:
 
 
 def log_mel(y: np.ndarray, params: FeatureParams) -> np.ndarray:
-    """Log-mel power spectrogram in dB, shape ``(n_mels, 1 + len(y) // hop_length)``."""
-    import librosa
+    """Log-mel power spectrogram in dB, shape ``(n_mels, 1 + len(y) // hop_length)``.
 
-    mel = librosa.feature.melspectrogram(
-        y=y,
-        sr=params.sample_rate,
-        n_fft=params.n_fft,
-        hop_length=params.hop_length,
-        n_mels=params.n_mels,
-        fmin=params.fmin,
-        fmax=params.fmax,
-        power=2.0,
-    )
-    return librosa.power_to_db(mel, ref=1.0, amin=_AMIN, top_db=None).astype(np.float32)
+    Frames are centred (zeros beyond both ends), as ``librosa.feature.melspectrogram``
+    frames them; a test checks the two agree.
+    """
+    half = params.n_fft // 2
+    padded = np.concatenate([np.zeros(half, np.float32), np.asarray(y, np.float32), np.zeros(half, np.float32)])
+    return _mel_frames(padded, params)
 
 
 def _mel_frames(padded: np.ndarray, params: FeatureParams) -> np.ndarray:
-    """:func:`log_mel` of an already padded signal, without centring (frame ``t`` starts at ``t * hop``)."""
-    import librosa
+    """Log-mel (dB) of an already padded signal, frame ``t`` being ``padded[t * hop : t * hop + n_fft]``.
 
-    mel = librosa.feature.melspectrogram(y=padded, sr=params.sample_rate, n_fft=params.n_fft,
-                                         hop_length=params.hop_length, n_mels=params.n_mels, fmin=params.fmin,
-                                         fmax=params.fmax, power=2.0, center=False)
-    return librosa.power_to_db(mel, ref=1.0, amin=_AMIN, top_db=None).astype(np.float32)
+    NumPy/SciPy only: importing librosa costs about 2 s in every worker process (its numba
+    code), and its first use after an install compiles for 7-19 s.
+    """
+    import scipy.fft
+
+    n = 1 + (len(padded) - params.n_fft) // params.hop_length if len(padded) >= params.n_fft else 0
+    if n == 0:
+        return np.zeros((params.n_mels, 0), np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, params.n_fft)[:: params.hop_length][:n]
+    window, filters = _hann(params.n_fft), mel_filters(params)
+    out = np.empty((params.n_mels, n), np.float32)
+    for i in range(0, n, _FRAMES_PER_BLOCK):  # blocks that stay in cache
+        spec = scipy.fft.rfft(frames[i:i + _FRAMES_PER_BLOCK] * window, axis=1)
+        power = np.square(spec.real) + np.square(spec.imag)
+        out[:, i:i + _FRAMES_PER_BLOCK] = filters @ power.T
+    return 10.0 * np.log10(np.maximum(out, _AMIN, out=out), out=out)
+
+
+@lru_cache(maxsize=4)
+def _hann(n: int) -> np.ndarray:
+    """Periodic Hann window (the STFT convention)."""
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float32)
+
+
+def _hz_to_mel(hz) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa's default)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    log = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(hz >= 1000.0, log, hz / (200.0 / 3))
+
+
+def _mel_to_hz(mel) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    return np.where(mel >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0)), mel * (200.0 / 3))
+
+
+def mel_frequencies(params: FeatureParams) -> np.ndarray:
+    """Edges and centres of the mel bands in Hz, shape ``(n_mels + 2,)``."""
+    return _mel_to_hz(np.linspace(_hz_to_mel(params.fmin), _hz_to_mel(params.fmax), params.n_mels + 2))
+
+
+@lru_cache(maxsize=8)
+def mel_filters(params: FeatureParams) -> np.ndarray:
+    """Slaney-normalised triangular mel filters, shape ``(n_mels, 1 + n_fft // 2)``: what
+    ``librosa.filters.mel`` gives with its defaults (a test checks it)."""
+    edges = mel_frequencies(params)
+    fft_hz = np.linspace(0.0, params.sample_rate / 2.0, 1 + params.n_fft // 2)
+    ramps = edges[:, None] - fft_hz[None, :]
+    width = np.diff(edges)
+    weights = np.maximum(0.0, np.minimum(-ramps[:-2] / width[:-1, None], ramps[2:] / width[1:, None]))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
 
 
 def from_log_mel(log_mel_db: np.ndarray, params: FeatureParams) -> np.ndarray:

@@ -145,9 +145,7 @@ def _save_cache(cache_file: Path, cached: dict[str, list], n_mels: int) -> None:
 @functools.lru_cache(maxsize=4)
 def _mel_hz(params: F.FeatureParams) -> np.ndarray:
     """Centre frequency (Hz) of each mel band."""
-    import librosa
-
-    return librosa.mel_frequencies(params.n_mels + 2, fmin=params.fmin, fmax=params.fmax)[1:-1]
+    return F.mel_frequencies(params)[1:-1]
 
 
 @functools.lru_cache(maxsize=64)

@@ -119,3 +119,21 @@ def test_trimmed_windows_streamed_equal_trimmed_windows_of_the_whole_signal(seco
     np.testing.assert_allclose(got.x, whole.x, atol=1e-4)
     np.testing.assert_allclose(got.start_s, whole.start_s)
     np.testing.assert_allclose(got.end_s, whole.end_s)
+
+
+@pytest.mark.parametrize("kind", ["mel", "mfcc"])
+def test_log_mel_without_librosa_equals_librosa(kind):
+    """annotate computes log-mel with NumPy/SciPy (no numba start-up); it must equal librosa's."""
+    import librosa
+
+    from conftest import speech
+    from sercli.features import FeatureParams, log_mel, mel_filters
+
+    p = FeatureParams(kind=kind)
+    expected = librosa.filters.mel(sr=p.sample_rate, n_fft=p.n_fft, n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax)
+    np.testing.assert_allclose(mel_filters(p), expected, atol=1e-7)
+    y = speech(9.3, index=5)
+    ref = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=p.sample_rate, n_fft=p.n_fft, hop_length=p.hop_length,
+                                                             n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax, power=2.0),
+                              ref=1.0, amin=1e-10, top_db=None)
+    np.testing.assert_allclose(log_mel(y, p), ref, atol=1e-3)
