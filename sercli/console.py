@@ -123,6 +123,10 @@ def _progress(total: int, quiet: bool):
     return _RateProgress(progress, task), task
 
 
+#: Seconds of a run before the progress line shows files per second.
+_RATE_AFTER_S = 3.0
+
+
 class _RateProgress:
     """A rich Progress that also shows files per second."""
 
@@ -137,8 +141,9 @@ class _RateProgress:
 
     def update(self, task, **fields) -> None:
         t = self._p.tasks[0]
-        speed = t.speed
-        self._p.update(task, rate=f"{speed:.1f} files/s" if speed else "", **fields)
+        # a rate over the first seconds mostly measures start-up: show it once it means something
+        speed = t.speed if (t.elapsed or 0) >= _RATE_AFTER_S else None
+        self._p.update(task, rate=f"{speed:.0f} files/s" if speed else "", **fields)
 
 
 def _print_summary(stats, seen: dict[str, list], output) -> None:
