@@ -4,9 +4,9 @@
 >>> sercli.EMOTIONS
 ('anger', 'disgust', 'fear', 'happiness', 'neutral', 'sadness', 'surprise')
 
-The library calls return pandas DataFrames with the same columns the CLI writes:
-``annotate`` (one row per file), ``annotate_segments`` (one row per window),
-``read_results`` and ``summarize``. Heavy modules load on first use, so
+``annotate`` returns an :class:`~sercli.pipeline.Annotation`: pandas DataFrames with the
+same columns the CLI writes (``files``, one row per file; ``segments``, one row per window)
+and the run's ``info``. ``read_results`` and ``summarize`` work on those tables. Heavy modules load on first use, so
 ``import sercli`` is cheap.
 """
 
@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 __all__ = [
     "EMOTIONS",
     "__version__",
+    "Annotation",
     "annotate",
-    "annotate_segments",
     "available_models",
     "evaluate",
     "load_model",
@@ -32,8 +32,8 @@ __all__ = [
 EMOTIONS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 
 _LAZY = {
+    "Annotation": "pipeline",
     "annotate": "pipeline",
-    "annotate_segments": "pipeline",
     "available_models": "models",
     "load_model": "models",
     "evaluate": "evaluation",
@@ -44,7 +44,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from .evaluation import evaluate
     from .models import available_models, load_model
-    from .pipeline import annotate, annotate_segments
+    from .pipeline import Annotation, annotate
     from .reports import read_results, summarize
 
 

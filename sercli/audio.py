@@ -21,6 +21,7 @@ __all__ = [
     "FFMPEG_EXTENSIONS",
     "Audio",
     "DecodeError",
+    "ArrayAudio",
     "AudioStream",
     "decode",
     "open_audio",
@@ -101,6 +102,36 @@ class AudioStream:
             if not np.isfinite(block).all():
                 raise DecodeError("invalid_samples", "The audio contains NaN or infinite sample values.")
             yield block
+
+
+@dataclass
+class ArrayAudio:
+    """In-memory audio as a source for the pipeline: ``samples`` ``(n,)`` or ``(n, channels)``
+    at ``source_rate``; :meth:`blocks` yields it mono, resampled to ``sample_rate``."""
+
+    samples: np.ndarray
+    source_rate: int
+    sample_rate: int
+    name: str = "<array>"
+    block_s: float = 60.0
+
+    @property
+    def channels(self) -> int:
+        return 1 if np.ndim(self.samples) == 1 else int(np.shape(self.samples)[1])
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        import soxr
+
+        y = np.asarray(self.samples, dtype=np.float32)
+        if y.ndim == 2:
+            y = y.mean(axis=1, dtype=np.float32)
+        if not np.isfinite(y).all():
+            raise DecodeError("invalid_samples", "The audio contains NaN or infinite sample values.")
+        if self.source_rate != self.sample_rate:
+            y = soxr.resample(y, self.source_rate, self.sample_rate, quality="HQ").astype(np.float32)
+        step = max(1024, int(self.block_s * self.sample_rate))
+        for i in range(0, len(y), step):
+            yield y[i:i + step]
 
 
 def open_audio(path: str | Path, *, sample_rate: int, max_duration_s: float | None = None,

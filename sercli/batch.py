@@ -13,24 +13,11 @@ import pandas as pd
 from . import __version__
 from .discovery import display_path
 from .models import Model
-from .output import CsvStream, Journal, OutputError, check_location, read_table, table_metadata, write_atomic
+from .output import (CsvStream, Journal, OutputError, check_location, read_table, table_metadata, typed_frame,
+                     write_atomic)
 from .pipeline import COLUMNS, SEGMENT_COLUMNS, ChunkResult, Options, RunAborted, iter_chunks
 
-__all__ = ["OutputPlan", "RUN_KEY", "RunStats", "annotate_to_file", "plan_output", "run_metadata", "typed_frame"]
-
-_STRING = "string"
-DTYPES = {
-    "path": _STRING, "status": _STRING, "error": _STRING, "emotion": _STRING, "flags": _STRING,
-    "model": _STRING, "sample_rate": "Int64", "channels": "Int64", "segments": "Int64", "silent": "boolean",
-}
-
-
-def typed_frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
-    """Rows as a DataFrame with fixed dtypes (strings, nullable ints, floats), so every
-    chunk of a streamed table has one schema."""
-    df = pd.DataFrame(rows, columns=columns)
-    return df.astype({c: DTYPES.get(c, "float64") for c in columns})
-
+__all__ = ["OutputPlan", "RUN_KEY", "RunStats", "annotate_to_file", "plan_output", "run_metadata"]
 
 @dataclass
 class RunStats:

@@ -53,7 +53,7 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
     rows = df[split_labels(df, split_column) == split]
     if rows.empty:
         raise ValueError(f"The manifest has no rows with {split_column} = {split!r}.")
-    pred = annotate(list(rows["path"]), model=model, jobs=jobs)
+    pred = annotate(list(rows["path"]), model=model, jobs=jobs).files
     pred = pred.merge(rows.rename(columns={"emotion": "true"}), on="path", how="left")
     scored = agreement(pred, rows[["path", "emotion"]])
     ok = pred[pred["status"].eq("ok")]

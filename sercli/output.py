@@ -28,6 +28,7 @@ __all__ = [
     "check_location",
     "read_table",
     "table_metadata",
+    "typed_frame",
     "write_atomic",
     "write_text_atomic",
     "writer_for",
@@ -35,6 +36,20 @@ __all__ = [
 
 JOURNAL_SUFFIX = ".journal"
 _JOURNAL_VERSION = 1
+
+
+_STRING = "string"
+DTYPES = {
+    "path": _STRING, "status": _STRING, "error": _STRING, "emotion": _STRING, "flags": _STRING,
+    "model": _STRING, "sample_rate": "Int64", "channels": "Int64", "segments": "Int64", "silent": "boolean",
+}
+
+
+def typed_frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    """Rows as a DataFrame with fixed dtypes (strings, nullable ints, floats), so every
+    chunk of a streamed table has one schema."""
+    df = pd.DataFrame(rows, columns=columns)
+    return df.astype({c: DTYPES.get(c, "float64") for c in columns})
 
 
 class OutputError(Exception):

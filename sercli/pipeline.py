@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .audio import DecodeError, open_audio
+from .audio import ArrayAudio, DecodeError, open_audio
 from . import EMOTIONS
 from .discovery import discover, display_path
 from .features import Windows, WindowStream, concat_windows
@@ -30,8 +30,8 @@ from .models import DEFAULT_MODEL, Model, load_model
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["COLUMNS", "SEGMENT_COLUMNS", "Options", "ChunkResult", "LocalExecutors", "RunAborted", "annotate",
-           "annotate_segments", "iter_chunks", "aggregate"]
+__all__ = ["COLUMNS", "SEGMENT_COLUMNS", "Annotation", "Options", "ChunkResult", "LocalExecutors", "RunAborted",
+           "annotate", "iter_chunks", "aggregate"]
 
 PROB_COLUMNS = [f"prob_{e}" for e in EMOTIONS]
 #: File-level output columns, in order.
@@ -154,7 +154,7 @@ class _FileState:
         return self.sums[k] / self.weights[k]
 
 
-def annotate_chunk(paths: list[str], options: Options) -> ChunkResult:
+def annotate_chunk(paths: list, options: Options) -> ChunkResult:
     """Classify ``paths`` (runs in a worker). Never raises for a bad file: it gets a row.
 
     Files are decoded and windowed block by block (:class:`~sercli.audio.AudioStream`,
@@ -166,8 +166,8 @@ def annotate_chunk(paths: list[str], options: Options) -> ChunkResult:
     params = model.params
     stage = {"decode": 0.0, "features": 0.0, "inference": 0.0}
     rows, waiting, audio_s = [], [], 0.0
-    for path in paths:
-        row = _base_row(path, options.model_name)
+    for path in paths:  # file paths, or ArrayAudio (the library's in-memory input)
+        row = _base_row(path.name if isinstance(path, ArrayAudio) else path, options.model_name)
         rows.append(row)
         state = _FileState(row, WindowStream(params, hop_s=options.hop_s))
         try:
@@ -202,11 +202,12 @@ def annotate_chunk(paths: list[str], options: Options) -> ChunkResult:
     return ChunkResult(rows=rows, segments=segments, audio_s=audio_s, stage_s=stage)
 
 
-def _stream(path: str, state: _FileState, options: Options, model: Model, stage: dict) -> None:
+def _stream(path, state: _FileState, options: Options, model: Model, stage: dict) -> None:
     """Decode, window and (once a batch is full) classify one file, block by block."""
     params = model.params
     t0 = time.perf_counter()
-    audio = open_audio(path, sample_rate=params.sample_rate, max_duration_s=options.max_duration_s)
+    audio = path if isinstance(path, ArrayAudio) else open_audio(path, sample_rate=params.sample_rate,
+                                                                  max_duration_s=options.max_duration_s)
     state.row.update(sample_rate=audio.source_rate, channels=audio.channels)
     blocks = audio.blocks()
     stage["decode"] += time.perf_counter() - t0
@@ -447,54 +448,65 @@ def _crash_reason(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- library API
 
 
-def _run(inputs, *, model: str, jobs: int, hop_s: float | None, include, exclude, segments: bool):
-    if isinstance(inputs, (str, Path)):
-        inputs = [inputs]
-    paths = discover(inputs, include=include or (), exclude=exclude or ())
-    name = load_model(model).name  # fails here, not in a worker, for an unknown model
-    options = Options(model=str(model), model_name=name, hop_s=hop_s, segments=segments)
-    n = resolve_jobs(jobs)
-    results = list(iter_chunks(paths, options, executor_factory=LocalExecutors(n)))
-    return results
+@dataclass
+class Annotation:
+    """What :func:`annotate` returns.
 
+    ``files``: one row per input with :data:`COLUMNS`, sorted by path. ``segments``: one row
+    per window with :data:`SEGMENT_COLUMNS` (empty unless ``segments=True``). ``info``: the
+    model, its card hash, the feature parameters, ``hop_s`` and the sercli version.
+    """
 
-def _frame(rows: list[dict], columns: list[str]):
-    from .batch import typed_frame
-
-    df = typed_frame(rows, columns)
-    return df.sort_values([c for c in ("path", "start_s") if c in columns], kind="stable").reset_index(drop=True)
+    files: "pd.DataFrame"
+    segments: "pd.DataFrame"
+    info: dict
 
 
 def annotate(
-    inputs: str | Path | Iterable[str | Path],
+    inputs: "str | Path | np.ndarray | Iterable[str | Path]",
     *,
+    sample_rate: int | None = None,
     model: str = DEFAULT_MODEL,
+    segments: bool = False,
     jobs: int = -1,
     hop_s: float | None = None,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
-) -> "pd.DataFrame":
-    """Classify audio files: one file, a list, or folders (searched recursively).
+) -> Annotation:
+    """Classify audio: one file, a list, folders (searched recursively), or an array.
 
-    Returns one row per file with the columns of :data:`COLUMNS`, sorted by path.
+    A NumPy array (``(n,)`` mono or ``(n, channels)``, at ``sample_rate``) is classified in
+    this process, with ``path`` ``"<array>"``; paths go to ``jobs`` worker processes.
 
     >>> import sercli
-    >>> df = sercli.annotate("examples", model="mfcc-cnn", jobs=1)  # doctest: +SKIP
-    >>> df[["path", "emotion", "confidence"]]  # doctest: +SKIP
+    >>> result = sercli.annotate("examples", model="mfcc-cnn", jobs=1)
+    >>> len(result.files), bool(result.files["status"].eq("ok").all()), result.info["model"]
+    (12, True, 'mfcc-cnn')
+    >>> import soundfile
+    >>> y, sr = soundfile.read("examples/1006_IEO_ANG_HI.wav")
+    >>> one = sercli.annotate(y, sample_rate=sr, segments=True)
+    >>> bool(one.files.loc[0, "emotion"] == result.files.loc[0, "emotion"]), list(one.segments["start_s"])
+    (True, [0.0])
     """
-    results = _run(inputs, model=model, jobs=jobs, hop_s=hop_s, include=include, exclude=exclude, segments=False)
-    return _frame([r for res in results for r in res.rows], COLUMNS)
+    from .batch import run_metadata
+    from .output import typed_frame
 
+    mdl = load_model(model)  # fails here, not in a worker, for an unknown model
+    options = Options(model=str(model), model_name=mdl.name, hop_s=hop_s, segments=segments)
+    if isinstance(inputs, np.ndarray):
+        if not sample_rate:
+            raise ValueError("An array needs its sample_rate.")
+        results = [annotate_chunk([ArrayAudio(inputs, int(sample_rate), mdl.params.sample_rate)], options)]
+    else:
+        if isinstance(inputs, (str, Path)):
+            inputs = [inputs]
+        paths = discover(inputs, include=include or (), exclude=exclude or ())
+        results = list(iter_chunks(paths, options, executor_factory=LocalExecutors(resolve_jobs(jobs))))
 
-def annotate_segments(
-    inputs: str | Path | Iterable[str | Path],
-    *,
-    model: str = DEFAULT_MODEL,
-    jobs: int = -1,
-    hop_s: float | None = None,
-    include: Iterable[str] | None = None,
-    exclude: Iterable[str] | None = None,
-) -> "pd.DataFrame":
-    """Window-level emotions: one row per (file, window) with :data:`SEGMENT_COLUMNS`."""
-    results = _run(inputs, model=model, jobs=jobs, hop_s=hop_s, include=include, exclude=exclude, segments=True)
-    return _frame([s for res in results for s in res.segments], SEGMENT_COLUMNS)
+    def frame(rows: list[dict], columns: list[str]) -> "pd.DataFrame":
+        df = typed_frame(rows, columns)
+        return df.sort_values([c for c in ("path", "start_s") if c in columns], kind="stable").reset_index(drop=True)
+
+    info = {k: v for k, v in run_metadata(mdl, options).items() if k not in ("segments", "include", "exclude")}
+    return Annotation(files=frame([r for res in results for r in res.rows], COLUMNS),
+                      segments=frame([x for res in results for x in res.segments], SEGMENT_COLUMNS), info=info)

@@ -149,7 +149,7 @@ def test_examples_match_their_labels_better_than_chance(model, tmp_path):
     """The bundled examples (unseen speakers) through the library API."""
     import sercli
 
-    df = sercli.annotate(EXAMPLES, model=model, jobs=1)
+    df = sercli.annotate(EXAMPLES, model=model, jobs=1).files
     labels = pd.read_csv(EXAMPLES / "labels.csv")
     merged = df.assign(name=df["path"].map(lambda p: Path(p).name)).merge(labels, left_on="name", right_on="path")
     assert len(merged) == len(example_files()) == 12
