@@ -15,7 +15,7 @@ from .discovery import display_path
 from .models import Model
 from .output import (CsvStream, Journal, OutputError, check_location, read_table, table_metadata, typed_frame,
                      write_atomic)
-from .pipeline import COLUMNS, SEGMENT_COLUMNS, ChunkResult, Options, RunAborted, iter_chunks
+from .pipeline import COLUMNS, SEGMENT_COLUMNS, WINDOW_COLUMNS, ChunkResult, Options, RunAborted, iter_chunks
 
 __all__ = ["OutputPlan", "RUN_KEY", "RunStats", "annotate_to_file", "plan_output", "run_metadata"]
 
@@ -53,14 +53,18 @@ RUN_KEY = {
     "model_card_sha256": "the model's weights and card",
     "feature_params": "the model's feature parameters",
     "hop_s": "--hop",
+    "vad": "--vad",
     "segments": "--segments",
+    "windows": "--windows",
     "include": "--include",
     "exclude": "--exclude",
 }
-_KEY_DEFAULTS = {"segments": None, "include": [], "exclude": []}
+_KEY_DEFAULTS = {"segments": None, "windows": None, "vad": "auto", "include": [], "exclude": []}
+#: Side tables a run may write next to the file table, with their columns.
+SIDE_TABLES = {"segments": SEGMENT_COLUMNS, "windows": WINDOW_COLUMNS}
 
 
-def run_metadata(model: Model, options: Options, *, segments_output: Path | None = None,
+def run_metadata(model: Model, options: Options, *, tables: dict[str, Path] | None = None,
                  include: Iterable[str] = (), exclude: Iterable[str] = ()) -> dict:
     """Provenance stored with the table (Parquet schema metadata, the journal header).
 
@@ -72,7 +76,8 @@ def run_metadata(model: Model, options: Options, *, segments_output: Path | None
         "model_card_sha256": model.card_hash,
         "feature_params": model.params.to_dict(),
         "hop_s": options.hop_s,
-        "segments": str(Path(segments_output).resolve()) if segments_output is not None else None,
+        "vad": options.vad,
+        **{name: str(Path(path).resolve()) for name, path in (tables or {}).items()},
         "include": sorted(include),
         "exclude": sorted(exclude),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -102,17 +107,18 @@ def _show(value) -> str:
 class OutputPlan:
     """What a run does with its output, decided before anything is written.
 
-    ``resume_from``: ``""`` (a fresh table), ``"journal"`` (an interrupted run) or
+    ``tables``: side tables by name (``segments``, ``windows``). ``resume_from``: ``""`` (a
+    fresh table), ``"journal"`` (an interrupted run) or
     ``"table"`` (a finished Parquet table that new files are added to).
     """
 
     output: Path
-    segments_output: Path | None
+    tables: dict[str, Path]  # side tables by name (``segments``, ``windows``)
     meta: dict
     resume_from: str = ""
 
 
-def plan_output(output: Path, meta: dict, *, segments_output: Path | None = None, overwrite: bool = False,
+def plan_output(output: Path, meta: dict, *, tables: dict[str, Path] | None = None, overwrite: bool = False,
                 resume: bool = False) -> OutputPlan:
     """Decide, reading only, whether and how ``output`` may be written; raises :class:`OutputError`.
 
@@ -123,10 +129,10 @@ def plan_output(output: Path, meta: dict, *, segments_output: Path | None = None
     if overwrite and resume:
         raise OutputError("--overwrite and --resume exclude each other; pass one.")
     output = Path(output)
-    for path in (output, segments_output):
-        if path is not None:
-            check_location(Path(path))
-    plan = OutputPlan(output, segments_output, meta)
+    tables = {name: Path(path) for name, path in (tables or {}).items()}
+    for path in (output, *tables.values()):
+        check_location(path)
+    plan = OutputPlan(output, tables, meta)
     if overwrite:
         return plan
     journal = Journal.for_output(output)
@@ -135,7 +141,7 @@ def plan_output(output: Path, meta: dict, *, segments_output: Path | None = None
             raise OutputError(f"An interrupted run left {journal.count()} finished rows in {journal.path.name}; "
                               "pass --resume to continue it, or --overwrite to start again.")
         _same_run(output.name, journal.meta(), meta)
-        return OutputPlan(output, segments_output, meta, "journal")
+        return OutputPlan(output, tables, meta, "journal")
     if output.exists():
         old = table_metadata(output)
         if not resume:
@@ -145,30 +151,33 @@ def plan_output(output: Path, meta: dict, *, segments_output: Path | None = None
             raise OutputError(f"Cannot resume {output.name}: it is finished, and a {output.suffix} table does not "
                               "record the options it was made with (Parquet does); pass --overwrite to redo it.")
         _same_run(output.name, old, meta)
-        return OutputPlan(output, segments_output, meta, "table")
-    if segments_output is not None and Path(segments_output).exists():
-        raise OutputError(f"The segment table {segments_output} exists; pass --overwrite to replace it.")
+        return OutputPlan(output, tables, meta, "table")
+    for name, path in tables.items():
+        if path.exists():
+            raise OutputError(f"The {name} table {path} exists; pass --overwrite to replace it.")
     return plan
 
 
-def _open_journals(plan: OutputPlan) -> tuple[Journal, Journal | None, set[str]]:
-    """Carry out ``plan``: the journals to append to, and the paths already done."""
+def _open_journals(plan: OutputPlan) -> tuple[Journal, dict[str, Journal], set[str]]:
+    """Carry out ``plan``: the journals to append to (file rows, side tables), and the paths already done."""
     journal = Journal.for_output(plan.output)
-    seg = Journal.for_output(plan.segments_output) if plan.segments_output is not None else None
+    sides = {name: Journal.for_output(path) for name, path in plan.tables.items()}
     if plan.resume_from == "journal":
-        if seg is not None and not seg.exists():
-            seg.start(plan.meta)
-        return journal, seg, journal.done_keys()
+        for side in sides.values():
+            if not side.exists():
+                side.start(plan.meta)
+        return journal, sides, journal.done_keys()
     journal.start(plan.meta)
-    if seg is not None:
-        seg.start(plan.meta)
+    for side in sides.values():
+        side.start(plan.meta)
     if plan.resume_from != "table":
-        return journal, seg, set()
-    if seg is not None and plan.segments_output.exists():  # segments before files, as during a run
-        seg.append(_records(read_table(plan.segments_output), SEGMENT_COLUMNS))
+        return journal, sides, set()
+    for name, side in sides.items():  # side tables before files, as during a run
+        if plan.tables[name].exists():
+            side.append(_records(read_table(plan.tables[name]), SIDE_TABLES[name]))
     rows = _records(read_table(plan.output), COLUMNS)
     journal.append(rows)
-    return journal, seg, {r["path"] for r in rows}
+    return journal, sides, {r["path"] for r in rows}
 
 
 def _records(df: pd.DataFrame, columns: list[str]) -> list[dict]:
@@ -214,14 +223,14 @@ def annotate_to_file(
         stats.wall_s = time.perf_counter() - t0
         return stats
 
-    journal, seg_journal, done = _open_journals(plan)
+    journal, sides, done = _open_journals(plan)
     todo = [p for p in paths if display_path(p) not in done]
     stats.resumed = len(paths) - len(todo)
     try:
         for res in iter_chunks(todo, options, executor_factory=executor_factory):
             t_write = time.perf_counter()
-            if seg_journal is not None:
-                seg_journal.append(res.segments)  # before the file rows: a kill in between re-runs the files
+            for name, side in sides.items():  # before the file rows: a kill in between re-runs the files
+                side.append(getattr(res, name))
             journal.append(res.rows)
             stats.add(res)
             stats.stage_s["write"] = stats.stage_s.get("write", 0.0) + time.perf_counter() - t_write
@@ -237,20 +246,19 @@ def annotate_to_file(
         return stats
 
     t_write = time.perf_counter()
-    meta = plan.meta
-    if seg_journal is not None:
-        finished = journal.done_keys()
+    finished = journal.done_keys() if sides else set()
+    for name, side in sides.items():
         seen: set[tuple] = set()
 
-        def keep(df: pd.DataFrame) -> pd.DataFrame:  # segments of finished files, each once
+        def keep(df: pd.DataFrame, seen=seen) -> pd.DataFrame:  # rows of finished files, each once
             key = list(zip(df["path"], df["start_s"]))
             mask = [p in finished and k not in seen and not seen.add(k) for p, k in zip(df["path"], key)]
             return df[mask]
 
-        write_atomic(_journal_frames(seg_journal, SEGMENT_COLUMNS, keep), plan.segments_output, meta)
-    write_atomic(_journal_frames(journal, COLUMNS, lambda df: df), plan.output, meta)
-    if seg_journal is not None:
-        seg_journal.remove()
+        write_atomic(_journal_frames(side, SIDE_TABLES[name], keep), plan.tables[name], plan.meta)
+    write_atomic(_journal_frames(journal, COLUMNS, lambda df: df), plan.output, plan.meta)
+    for side in sides.values():
+        side.remove()
     journal.remove()
     stats.stage_s["write"] = stats.stage_s.get("write", 0.0) + time.perf_counter() - t_write
     stats.wall_s = time.perf_counter() - t0

@@ -59,7 +59,11 @@ def annotate(
     model: str = typer.Option("mfcc-cnn", "--model", "-m", help="Shipped model name or model directory."),
     output: str = typer.Option("emotions.parquet", "--output", "-o",
                                help="Output table: .parquet, .csv or .jsonl; - for CSV on stdout."),
-    segments: Optional[Path] = typer.Option(None, "--segments", help="Also write the window-level table here."),
+    segments: Optional[Path] = typer.Option(None, "--segments", help="Also write the segment table here: one row "
+                                            "per speech region of long files, one per short file."),
+    windows: Optional[Path] = typer.Option(None, "--windows", help="Also write the window table here."),
+    vad: str = typer.Option("auto", "--vad", help="Split files into speech regions: auto (files of 30 s or "
+                            "more), on, or off."),
     jobs: int = typer.Option(-1, "--jobs", "-j", help="Worker processes (-1: every core)."),
     hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between windows of long files "
                                         "(default: half a window)."),
@@ -80,7 +84,8 @@ def annotate(
     from .console import run_annotate
 
     try:
-        code = run_annotate(inputs=inputs, model=model, output=output, segments=segments, jobs=jobs, hop_s=hop,
+        code = run_annotate(inputs=inputs, model=model, output=output, segments=segments, windows=windows, vad=vad,
+                            jobs=jobs, hop_s=hop,
                             include=include, exclude=exclude, overwrite=overwrite, resume=resume, backend=backend,
                             scheduler=scheduler, quiet=quiet)
     except KeyboardInterrupt:  # before the run started, or while its table was written: nothing half-done

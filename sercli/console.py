@@ -20,7 +20,7 @@ def _fail(message: str) -> int:
     return 2
 
 
-def run_annotate(*, inputs, model, output, segments, jobs, hop_s, include, exclude, overwrite, resume,
+def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, include, exclude, overwrite, resume,
                  backend, scheduler, quiet) -> int:
     """``sercli annotate``; returns the exit status."""
     import os
@@ -31,8 +31,10 @@ def run_annotate(*, inputs, model, output, segments, jobs, hop_s, include, exclu
     from .output import OutputError
     from .pipeline import Options, resolve_jobs
 
-    if output == "-" and (resume or segments):
-        return _fail("--resume and --segments need an output file, not -.")
+    if output == "-" and (resume or segments or windows):
+        return _fail("--resume, --segments and --windows need an output file, not -.")
+    if vad not in ("auto", "on", "off"):
+        return _fail(f"--vad must be auto, on or off, not {vad!r}.")
     if hop_s is not None and hop_s <= 0:
         return _fail("--hop must be a positive number of seconds.")
     named = [i for i in inputs if i != "-"]
@@ -42,11 +44,13 @@ def run_annotate(*, inputs, model, output, segments, jobs, hop_s, include, exclu
                      f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}.")
     try:
         mdl = load_model(model)
-        options = Options(model=str(model), model_name=mdl.name, hop_s=hop_s, segments=segments is not None)
+        tables = {name: path for name, path in (("segments", segments), ("windows", windows)) if path is not None}
+        options = Options(model=str(model), model_name=mdl.name, hop_s=hop_s, segments="segments" in tables,
+                          windows="windows" in tables, vad=vad)
         plan = None
         if output != "-":
-            meta = run_metadata(mdl, options, segments_output=segments, include=include, exclude=exclude)
-            plan = plan_output(Path(output), meta, segments_output=segments, overwrite=overwrite, resume=resume)
+            meta = run_metadata(mdl, options, tables=tables, include=include, exclude=exclude)
+            plan = plan_output(Path(output), meta, tables=tables, overwrite=overwrite, resume=resume)
         executor_factory = _executor_factory(backend, scheduler, resolve_jobs(jobs))
     except (ModelNotFound, OutputError, ValueError) as exc:
         return _fail(str(exc))

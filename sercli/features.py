@@ -289,8 +289,9 @@ class WindowStream:
     one unfinished frame and the log-mel frames of one unfinished window are kept.
     """
 
-    def __init__(self, params: FeatureParams, *, hop_s: float | None = None) -> None:
+    def __init__(self, params: FeatureParams, *, hop_s: float | None = None, offset_s: float = 0.0) -> None:
         self.params = params
+        self.offset_s = offset_s  # time of the first sample in the file (a speech region's start)
         self.hop_frames = _hop_frames(params, hop_s)
         self._samples = np.zeros(params.n_fft // 2, np.float32)  # the zeros centring adds before the start
         self._mel = np.zeros((params.n_mels, 0), np.float32)
@@ -401,7 +402,8 @@ class WindowStream:
         if self._origin or self._cut_tail:  # trimmed: windows end where the kept frames end
             kept_end = self._origin + self._first + self._mel.shape[1]
             limit = min(limit, kept_end * p.hop_length / p.sample_rate)
-        end_s = np.minimum(start_s + p.window_s, limit)
+        end_s = np.minimum(start_s + p.window_s, limit) + self.offset_s
+        start_s = start_s + self.offset_s
         return Windows(x=x, start_s=start_s, end_s=end_s, silent=silent)
 
 

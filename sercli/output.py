@@ -41,7 +41,8 @@ _JOURNAL_VERSION = 1
 _STRING = "string"
 DTYPES = {
     "path": _STRING, "status": _STRING, "error": _STRING, "emotion": _STRING, "flags": _STRING,
-    "model": _STRING, "sample_rate": "Int64", "channels": "Int64", "segments": "Int64", "silent": "boolean",
+    "model": _STRING, "sample_rate": "Int64", "channels": "Int64", "segments": "Int64", "windows": "Int64",
+    "silent": "boolean",
 }
 
 

@@ -30,18 +30,22 @@ from .models import DEFAULT_MODEL, Model, load_model
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["COLUMNS", "SEGMENT_COLUMNS", "Annotation", "Options", "ChunkResult", "LocalExecutors", "RunAborted",
+__all__ = ["COLUMNS", "SEGMENT_COLUMNS", "WINDOW_COLUMNS", "Annotation", "Options", "ChunkResult", "LocalExecutors", "RunAborted",
            "annotate", "iter_chunks", "aggregate"]
 
 PROB_COLUMNS = [f"prob_{e}" for e in EMOTIONS]
 #: File-level output columns, in order.
 COLUMNS = ["path", "status", "error", "emotion", "confidence", *PROB_COLUMNS,
-           "duration_s", "sample_rate", "channels", "segments", "flags", "model"]
-#: Segment-level output columns, in order.
-SEGMENT_COLUMNS = ["path", "start_s", "end_s", "silent", "emotion", "confidence", *PROB_COLUMNS, "model"]
+           "duration_s", "sample_rate", "channels", "segments", "windows", "flags", "model"]
+#: Segment-level output columns, in order: one row per speech region of a long file, one per short file.
+SEGMENT_COLUMNS = ["path", "start_s", "end_s", "emotion", "confidence", *PROB_COLUMNS, "windows", "model"]
+#: Window-level output columns, in order.
+WINDOW_COLUMNS = ["path", "start_s", "end_s", "silent", "emotion", "confidence", *PROB_COLUMNS, "model"]
 
-#: Files longer than this are refused (memory stays bounded): 4 hours.
+#: Files longer than this are refused: 4 hours.
 MAX_DURATION_S = 4 * 3600.0
+#: With ``vad="auto"``, files at least this long are split into speech regions.
+VAD_MIN_S = 30.0
 _BATCH_WINDOWS = 256
 
 
@@ -52,7 +56,12 @@ class Options:
     model: str = DEFAULT_MODEL
     model_name: str = DEFAULT_MODEL
     hop_s: float | None = None
+    #: return segment rows (speech regions of long files, the whole of short ones)
     segments: bool = False
+    #: return window rows
+    windows: bool = False
+    #: split files into speech regions: "auto" (files of at least VAD_MIN_S), "on" or "off"
+    vad: str = "auto"
     max_duration_s: float = MAX_DURATION_S
 
 
@@ -62,6 +71,7 @@ class ChunkResult:
 
     rows: list[dict]
     segments: list[dict] = field(default_factory=list)
+    windows: list[dict] = field(default_factory=list)
     audio_s: float = 0.0
     stage_s: dict = field(default_factory=dict)
 
@@ -93,16 +103,41 @@ def _model(ref: str) -> Model:
 
 def _base_row(path: str, model_name: str) -> dict:
     row = dict.fromkeys(COLUMNS)
-    row.update(path=display_path(path), model=model_name, segments=0, flags="")
+    row.update(path=display_path(path), model=model_name, segments=0, windows=0, flags="")
     for c in PROB_COLUMNS + ["confidence", "duration_s"]:
         row[c] = float("nan")
     return row
 
 
 @dataclass
+class _Sums:
+    """Running duration-weighted sums of window probabilities: the same result as :func:`aggregate`."""
+
+    sums: np.ndarray | None = None  # (2, classes): windows with speech energy, all windows
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    n_windows: int = 0
+    n_speech: int = 0
+
+    def add(self, probs: np.ndarray, w: Windows) -> None:
+        dur = np.maximum(w.end_s - w.start_s, 1e-9)
+        speech = dur * ~w.silent
+        if self.sums is None:
+            self.sums = np.zeros((2, probs.shape[1]))
+        self.sums[0] += (probs * speech[:, None]).sum(axis=0)
+        self.sums[1] += (probs * dur[:, None]).sum(axis=0)
+        self.weights += (speech.sum(), dur.sum())
+        self.n_windows += len(w.x)
+        self.n_speech += int((~w.silent).sum())
+
+    def probs(self) -> np.ndarray:
+        k = 0 if self.weights[0] > 0 else 1
+        return self.sums[k] / self.weights[k]
+
+
+@dataclass
 class _FileState:
     """One file while its blocks stream through: level statistics for the flags, windows not
-    classified yet, and the running duration-weighted sums of its window probabilities."""
+    classified yet, the file's probability sums, and its segment and window rows."""
 
     row: dict
     stream: WindowStream
@@ -110,11 +145,12 @@ class _FileState:
     n_clipped: int = 0
     total: float = 0.0
     windows: list = field(default_factory=list)
-    n_windows: int = 0
-    n_speech_windows: int = 0
-    sums: np.ndarray | None = None  # (2, classes): speech windows, all windows
-    weights: np.ndarray = field(default_factory=lambda: np.zeros(2))
-    segments: list = field(default_factory=list)
+    sums: _Sums = field(default_factory=_Sums)
+    span: list = field(default_factory=lambda: [np.inf, 0.0])  # first window start, last window end
+    segment_rows: list = field(default_factory=list)
+    window_rows: list = field(default_factory=list)
+    by_speech_regions: bool = False
+    n_regions: int = 0
 
     def observe(self, y: np.ndarray) -> None:
         self.n += len(y)
@@ -132,26 +168,21 @@ class _FileState:
         return ",".join(flags)
 
     def add(self, probs: np.ndarray, w: Windows, options: Options, model_name: str) -> None:
-        """Fold classified windows into the file's sums (the same result as :func:`aggregate`)."""
-        dur = np.maximum(w.end_s - w.start_s, 1e-9)
-        speech = dur * ~w.silent
-        if self.sums is None:
-            self.sums = np.zeros((2, probs.shape[1]))
-        self.sums[0] += (probs * speech[:, None]).sum(axis=0)
-        self.sums[1] += (probs * dur[:, None]).sum(axis=0)
-        self.weights += (speech.sum(), dur.sum())
-        self.n_windows += len(w.x)
-        self.n_speech_windows += int((~w.silent).sum())
-        if options.segments:
+        """Fold classified windows into the file's sums (and its window rows)."""
+        self.sums.add(probs, w)
+        self.span = [min(self.span[0], float(w.start_s.min())), max(self.span[1], float(w.end_s.max()))]
+        if options.windows:
             for k in range(len(w.x)):
-                seg = {"path": self.row["path"], "start_s": round(float(w.start_s[k]), 4),
+                row = {"path": self.row["path"], "start_s": round(float(w.start_s[k]), 4),
                        "end_s": round(float(w.end_s[k]), 4), "silent": bool(w.silent[k]), "model": model_name}
-                _fill(seg, probs[k])
-                self.segments.append(seg)
+                _fill(row, probs[k])
+                self.window_rows.append(row)
 
-    def probs(self) -> np.ndarray:
-        k = 0 if self.weights[0] > 0 else 1
-        return self.sums[k] / self.weights[k]
+    def add_segment(self, sums: _Sums, start_s: float, end_s: float, model_name: str) -> None:
+        row = {"path": self.row["path"], "start_s": round(start_s, 4), "end_s": round(end_s, 4),
+               "windows": sums.n_windows, "model": model_name}
+        _fill(row, sums.probs())
+        self.segment_rows.append(row)
 
 
 def annotate_chunk(paths: list, options: Options) -> ChunkResult:
@@ -170,6 +201,7 @@ def annotate_chunk(paths: list, options: Options) -> ChunkResult:
         row = _base_row(path.name if isinstance(path, ArrayAudio) else path, options.model_name)
         rows.append(row)
         state = _FileState(row, WindowStream(params, hop_s=options.hop_s))
+        row["_state"] = state
         try:
             _stream(path, state, options, model, stage)
         except DecodeError as exc:
@@ -189,17 +221,18 @@ def annotate_chunk(paths: list, options: Options) -> ChunkResult:
         if state.windows:
             waiting.append(state)  # a short file: joins the chunk's batch
         else:
-            _finish(state)
+            _finish(state, options)
     t0 = time.perf_counter()
     for state, w, p in _classify(model, waiting):
         if p is None:
             state.row.update(status="error", error=_unexpected("Classification", w))
             continue
         state.add(p, w, options, model.name)
-        _finish(state)
+        _finish(state, options)
     stage["inference"] += time.perf_counter() - t0
-    segments = [seg for r in rows for seg in r.pop("_segments", [])]
-    return ChunkResult(rows=rows, segments=segments, audio_s=audio_s, stage_s=stage)
+    states = [r.pop("_state") for r in rows if "_state" in r]
+    return ChunkResult(rows=rows, segments=[x for st in states for x in st.segment_rows],
+                       windows=[x for st in states for x in st.window_rows], audio_s=audio_s, stage_s=stage)
 
 
 def _stream(path, state: _FileState, options: Options, model: Model, stage: dict) -> None:
@@ -211,6 +244,9 @@ def _stream(path, state: _FileState, options: Options, model: Model, stage: dict
     state.row.update(sample_rate=audio.source_rate, channels=audio.channels)
     blocks = audio.blocks()
     stage["decode"] += time.perf_counter() - t0
+    if _use_vad(audio, options):
+        _stream_regions(blocks, state, options, model, stage)
+        return
     while True:
         t0 = time.perf_counter()
         y = next(blocks, None)
@@ -224,7 +260,7 @@ def _stream(path, state: _FileState, options: Options, model: Model, stage: dict
         if len(w.x):
             state.windows.append(w)
         stage["features"] += time.perf_counter() - t1
-        if sum(len(x.x) for x in state.windows) >= _BATCH_WINDOWS or (y is None and state.n_windows):
+        if sum(len(x.x) for x in state.windows) >= _BATCH_WINDOWS or (y is None and state.sums.n_windows):
             t0 = time.perf_counter()
             batch = concat_windows(state.windows, params)
             state.windows = []
@@ -234,15 +270,82 @@ def _stream(path, state: _FileState, options: Options, model: Model, stage: dict
             return
 
 
-def _finish(state: _FileState) -> None:
-    """Fill the file's row from its classified windows."""
-    row = state.row
-    if state.n_speech_windows == 0:
-        row.update(status="silent", segments=state.n_windows, error="The file has no speech energy (every frame "
-                   f"is below {state.stream.params.silence_db:.0f} dBFS).")
+def _use_vad(audio, options: Options) -> bool:
+    if options.vad == "on":
+        return True
+    if options.vad == "off":
+        return False
+    if isinstance(audio, ArrayAudio):
+        return len(audio.samples) >= VAD_MIN_S * audio.source_rate
+    return audio.frames == 0 or audio.frames >= VAD_MIN_S * audio.source_rate  # 0: length unknown (ffmpeg)
+
+
+def _stream_regions(blocks, state: _FileState, options: Options, model: Model, stage: dict) -> None:
+    """Split a file into speech regions as it streams; classify windows within each region.
+
+    Only the samples a future region may still need are kept (at most about a minute)."""
+    from .vad import SpeechDetector
+
+    params = model.params
+    rate = params.sample_rate
+    detector = SpeechDetector()
+    state.by_speech_regions = True
+    buffer, buffer_start = np.zeros(0, np.float32), 0  # samples, and the index of buffer[0]
+    while True:
+        t0 = time.perf_counter()
+        y = next(blocks, None)
+        t1 = time.perf_counter()
+        stage["decode"] += t1 - t0
+        if y is not None:
+            state.observe(y)
+            buffer = np.concatenate([buffer, y])
+            regions = detector.feed(y)
+        else:
+            regions = detector.finish(state.n / rate)
+        stage["features"] += time.perf_counter() - t1
+        for a, b in regions:
+            piece = buffer[max(0, int(a * rate) - buffer_start):max(0, int(b * rate) - buffer_start)]
+            _classify_region(state, piece, a, options, model, stage)
+        if y is None:
+            return
+        keep = max(0, int(detector.keep_from_s() * rate) - buffer_start)
+        buffer, buffer_start = buffer[keep:], buffer_start + keep
+
+
+def _classify_region(state: _FileState, y: np.ndarray, start_s: float, options: Options, model: Model,
+                     stage: dict) -> None:
+    if len(y) < model.params.min_samples:
         return
-    _fill(row, state.probs())
-    row.update(status="ok", segments=state.n_windows, _segments=state.segments)
+    t0 = time.perf_counter()
+    stream = WindowStream(model.params, hop_s=options.hop_s, offset_s=start_s)
+    w = concat_windows([stream.feed(y), stream.finish()], model.params)
+    t1 = time.perf_counter()
+    probs = _predict(model, w.x)
+    stage["features"] += t1 - t0
+    stage["inference"] += time.perf_counter() - t1
+    state.add(probs, w, options, model.name)
+    state.n_regions += 1
+    if options.segments:
+        sums = _Sums()
+        sums.add(probs, w)
+        state.add_segment(sums, start_s, start_s + len(y) / model.params.sample_rate, model.name)
+
+
+def _finish(state: _FileState, options: Options) -> None:
+    """Fill the file's row from its classified windows (and, for a file not split, its one segment row)."""
+    row = state.row
+    if state.sums.n_windows == 0:
+        row.update(status="silent", segments=0, windows=0, error="No speech was found (voice activity detection).")
+        return
+    if state.sums.n_speech == 0:
+        row.update(status="silent", segments=0, windows=state.sums.n_windows, error="The file has no speech energy "
+                   f"(every frame is below {state.stream.params.silence_db:.0f} dBFS).")
+        return
+    _fill(row, state.sums.probs())
+    row.update(status="ok", windows=state.sums.n_windows,
+               segments=state.n_regions if state.by_speech_regions else 1)
+    if options.segments and not state.by_speech_regions:
+        state.add_segment(state.sums, state.span[0], state.span[1], row["model"])
 
 
 def _predict(model: Model, x: np.ndarray) -> np.ndarray:
@@ -453,12 +556,15 @@ class Annotation:
     """What :func:`annotate` returns.
 
     ``files``: one row per input with :data:`COLUMNS`, sorted by path. ``segments``: one row
-    per window with :data:`SEGMENT_COLUMNS` (empty unless ``segments=True``). ``info``: the
-    model, its card hash, the feature parameters, ``hop_s`` and the sercli version.
+    per speech region of long files and one per short file, with :data:`SEGMENT_COLUMNS`
+    (empty unless ``segments=True``). ``windows``: one row per classified window, with
+    :data:`WINDOW_COLUMNS` (empty unless ``windows=True``). ``info``: the model, its card
+    hash, the feature parameters, ``hop_s``, ``vad`` and the sercli version.
     """
 
     files: "pd.DataFrame"
     segments: "pd.DataFrame"
+    windows: "pd.DataFrame"
     info: dict
 
 
@@ -468,6 +574,8 @@ def annotate(
     sample_rate: int | None = None,
     model: str = DEFAULT_MODEL,
     segments: bool = False,
+    windows: bool = False,
+    vad: str = "auto",
     jobs: int = -1,
     hop_s: float | None = None,
     include: Iterable[str] | None = None,
@@ -477,6 +585,9 @@ def annotate(
 
     A NumPy array (``(n,)`` mono or ``(n, channels)``, at ``sample_rate``) is classified in
     this process, with ``path`` ``"<array>"``; paths go to ``jobs`` worker processes.
+    ``vad``: ``"auto"`` splits files of :data:`VAD_MIN_S` seconds or more into speech regions
+    (windows are taken within speech, and the file's result covers speech only); ``"on"``
+    does so for every file, ``"off"`` for none.
 
     >>> import sercli
     >>> result = sercli.annotate("examples", model="mfcc-cnn", jobs=1)
@@ -484,15 +595,17 @@ def annotate(
     (12, True, 'mfcc-cnn')
     >>> import soundfile
     >>> y, sr = soundfile.read("examples/1006_IEO_ANG_HI.wav")
-    >>> one = sercli.annotate(y, sample_rate=sr, segments=True)
-    >>> bool(one.files.loc[0, "emotion"] == result.files.loc[0, "emotion"]), list(one.segments["start_s"])
+    >>> one = sercli.annotate(y, sample_rate=sr, windows=True)
+    >>> bool(one.files.loc[0, "emotion"] == result.files.loc[0, "emotion"]), list(one.windows["start_s"])
     (True, [0.0])
     """
     from .batch import run_metadata
     from .output import typed_frame
 
     mdl = load_model(model)  # fails here, not in a worker, for an unknown model
-    options = Options(model=str(model), model_name=mdl.name, hop_s=hop_s, segments=segments)
+    if vad not in ("auto", "on", "off"):
+        raise ValueError(f"vad must be auto, on or off, not {vad!r}.")
+    options = Options(model=str(model), model_name=mdl.name, hop_s=hop_s, segments=segments, windows=windows, vad=vad)
     if isinstance(inputs, np.ndarray):
         if not sample_rate:
             raise ValueError("An array needs its sample_rate.")
@@ -507,6 +620,7 @@ def annotate(
         df = typed_frame(rows, columns)
         return df.sort_values([c for c in ("path", "start_s") if c in columns], kind="stable").reset_index(drop=True)
 
-    info = {k: v for k, v in run_metadata(mdl, options).items() if k not in ("segments", "include", "exclude")}
+    info = {k: v for k, v in run_metadata(mdl, options).items() if k not in ("tables", "include", "exclude")}
     return Annotation(files=frame([r for res in results for r in res.rows], COLUMNS),
-                      segments=frame([x for res in results for x in res.segments], SEGMENT_COLUMNS), info=info)
+                      segments=frame([x for res in results for x in res.segments], SEGMENT_COLUMNS),
+                      windows=frame([x for res in results for x in res.windows], WINDOW_COLUMNS), info=info)

@@ -28,7 +28,7 @@ class VadOptions:
     """How frame labels become speech regions."""
 
     #: WebRTC aggressiveness, 0 (keeps most) to 3 (keeps least)
-    aggressiveness: int = 3
+    aggressiveness: int = 2
     #: pauses shorter than this join the regions on either side
     min_gap_s: float = 0.5
     #: regions with less speech than this are dropped
@@ -38,7 +38,7 @@ class VadOptions:
     #: a region is cut after this long, so memory stays bounded in endless talk
     max_region_s: float = 60.0
     #: least level spread (dB) over the half second around a frame for it to count as speech
-    min_spread_db: float = 9.0
+    min_spread_db: float = 6.0
 
 
 class SpeechDetector:
@@ -98,6 +98,11 @@ class SpeechDetector:
         self._decided -= drop
         self._base += drop
         return out
+
+    def keep_from_s(self) -> float:
+        """The earliest time a region not returned yet may start: samples before it are not needed."""
+        first = self._run[0] if self._run is not None else self._base + self._decided
+        return max(self._last_end, first * FRAME_S - self.options.pad_s)
 
     def finish(self, duration_s: float | None = None) -> list[tuple[float, float]]:
         out = self._label(final=True)

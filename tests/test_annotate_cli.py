@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import EXAMPLES, example_files, run_cli, speech, write
+from conftest import ROOT, EXAMPLES, example_files, run_cli, speech, write
 from sercli.pipeline import COLUMNS, PROB_COLUMNS
 
 EMOTIONS = {"anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"}
@@ -71,22 +71,52 @@ def test_parquet_carries_run_metadata(corpus, model, tmp_path):
     assert meta["created"].startswith("20")
 
 
-def test_segments_table_covers_long_file_and_matches_file_row(corpus, model, tmp_path):
-    out, seg = tmp_path / "files.csv", tmp_path / "segments.csv"
+def test_windows_table_covers_long_file_and_matches_file_row(corpus, model, tmp_path):
+    """Without speech regions (--vad off) a long file is cut into windows from start to end."""
+    out, win = tmp_path / "files.csv", tmp_path / "windows.csv"
     res = run_cli("annotate", str(corpus / "long.wav"), str(corpus / "wav16k.wav"), "-m", model,
-                  "-o", str(out), "--segments", str(seg), "--hop", "1.0", "-q")
+                  "-o", str(out), "--windows", str(win), "--hop", "1.0", "--vad", "off", "-q")
     assert res.returncode == 0, res.stderr
-    files, segs = pd.read_csv(out), pd.read_csv(seg)
+    files, wins = pd.read_csv(out), pd.read_csv(win)
     long_row = files[files["path"].str.endswith("long.wav")].iloc[0]
-    long_segs = segs[segs["path"] == long_row["path"]]
-    assert len(long_segs) == long_row["segments"]
-    assert long_segs["start_s"].is_monotonic_increasing
-    assert long_segs["end_s"].max() == pytest.approx(65.0, abs=0.02)
-    assert np.diff(long_segs["start_s"].to_numpy())[:-1] == pytest.approx(1.0, abs=0.02)
+    long_wins = wins[wins["path"] == long_row["path"]]
+    assert len(long_wins) == long_row["windows"] and long_row["segments"] == 1
+    assert long_wins["start_s"].is_monotonic_increasing
+    assert long_wins["end_s"].max() == pytest.approx(65.0, abs=0.02)
+    assert np.diff(long_wins["start_s"].to_numpy())[:-1] == pytest.approx(1.0, abs=0.02)
     # the file-level result is the duration-weighted mean of the non-silent windows
-    w = (long_segs["end_s"] - long_segs["start_s"]).to_numpy()[:, None]
-    mean = (long_segs[PROB_COLUMNS].to_numpy() * w).sum(axis=0) / w.sum()
+    w = (long_wins["end_s"] - long_wins["start_s"]).to_numpy()[:, None]
+    mean = (long_wins[PROB_COLUMNS].to_numpy() * w).sum(axis=0) / w.sum()
     np.testing.assert_allclose(long_row[PROB_COLUMNS].to_numpy(dtype=float), mean, atol=1e-5)
+
+
+def test_long_recording_is_split_into_speech_regions(model, tmp_path):
+    """Real clips joined by known gaps of silence, noise and music-like tones: one segment per
+    speech region, windows only within speech, and the file's result from those windows."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from vad import build  # the VAD benchmark's long-file builder
+
+    y, truth = build(12, seed=3)
+    long = write(tmp_path / "talk.wav", y, 16000)
+    out, seg, win = tmp_path / "f.parquet", tmp_path / "s.parquet", tmp_path / "w.parquet"
+    res = run_cli("annotate", str(long), "-m", model, "-o", str(out), "--segments", str(seg),
+                  "--windows", str(win), "-q")
+    assert res.returncode == 0, res.stderr
+    row, segs, wins = pd.read_parquet(out).iloc[0], pd.read_parquet(seg), pd.read_parquet(win)
+    assert row["segments"] == len(segs) and row["windows"] == len(wins)
+    assert (segs["start_s"].diff().dropna() > 0).all() and (segs["start_s"] < segs["end_s"]).all()
+    found = sum(any(min(b, d) > max(a, c) for c, d in zip(segs["start_s"], segs["end_s"])) for a, b in truth)
+    assert found >= len(truth) - 1, f"only {found} of {len(truth)} clips found"
+    speech_s = sum(b - a for a, b in truth)
+    assert (segs["end_s"] - segs["start_s"]).sum() < 1.6 * speech_s  # the gaps are mostly left out
+    inside = [any(c - 1e-6 <= a and b <= d + 1e-6 for c, d in zip(segs["start_s"], segs["end_s"]))
+              for a, b in zip(wins["start_s"], wins["end_s"])]
+    assert all(inside), "every window lies within a speech segment"
+    w = (wins["end_s"] - wins["start_s"]).to_numpy()[:, None] * ~wins["silent"].to_numpy()[:, None]
+    mean = (wins[PROB_COLUMNS].to_numpy() * w).sum(axis=0) / w.sum()
+    np.testing.assert_allclose(row[PROB_COLUMNS].to_numpy(dtype=float), mean, atol=1e-5)
 
 
 def test_stdin_paths_and_csv_on_stdout(corpus, model):

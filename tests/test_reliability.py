@@ -250,5 +250,5 @@ def test_hour_long_file_is_classified_with_bounded_memory(model, tmp_path):
     assert proc.returncode == 0, proc.stderr.read()
     row = pd.read_csv(out).iloc[0]
     assert row["status"] == "ok" and row["duration_s"] == pytest.approx(3600, abs=0.1)
-    assert row["segments"] == pytest.approx(3600 / 1.5, rel=0.01)  # hop rounded to whole frames
+    assert row["segments"] > 500 and row["windows"] >= row["segments"]  # speech regions of the tiled clip
     assert peak < 1.5 * 2**30, f"peak RSS {peak / 2**20:.0f} MiB"
