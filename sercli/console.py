@@ -302,7 +302,8 @@ def run_summarize(*, results, by, truth, html_out, json_out, csv_out) -> int:
 
 def _summary_table(summary, title: str) -> Table:
     table = Table(title=title)
-    for col in ("group", "files", "ok", "failed", "hours", "mean conf.", "low conf.", "dominant"):
+    for col in ("group", summary.attrs.get("unit", "files"), "ok", "failed", "hours", "mean conf.", "low conf.",
+                "dominant"):
         table.add_column(col, justify="right")
     for group, r in summary.iterrows():
         table.add_row(str(group), str(r["files"]), str(r["ok"]), str(r["failed"]), f"{r['duration_s'] / 3600:.3f}",
@@ -311,7 +312,7 @@ def _summary_table(summary, title: str) -> Table:
 
 
 def _shares_table(summary) -> Table:
-    table = Table(title="share of ok files per emotion")
+    table = Table(title=f"share of ok {summary.attrs.get('unit', 'files')} per emotion")
     table.add_column("group", justify="right")
     for e in EMOTIONS:
         table.add_column(e[:7], justify="right")

@@ -64,7 +64,8 @@ def group_keys(paths: pd.Series, by: str, frame: pd.DataFrame | None = None) -> 
 def summarize(df: pd.DataFrame, *, by: str | None = None) -> pd.DataFrame:
     """Per-group statistics of an emotion table (one group, ``all``, when ``by`` is None).
 
-    Columns: ``files``, ``ok``, ``failed``, ``duration_s``, ``mean_confidence``,
+    Columns: ``files`` (rows: files, segments or windows, as ``.attrs["unit"]`` says), ``ok``,
+    ``failed``, ``duration_s`` (audio covered, overlapping windows counted once), ``mean_confidence``,
     ``low_confidence_share`` (ok rows under :data:`LOW_CONFIDENCE`), ``dominant``, then
     per emotion ``n_<emotion>`` (files), ``share_<emotion>`` (of ok files) and
     ``duration_share_<emotion>`` (of ok audio).
@@ -73,7 +74,7 @@ def summarize(df: pd.DataFrame, *, by: str | None = None) -> pd.DataFrame:
     status = df["status"] if "status" in df else pd.Series("ok", index=df.index)
     ok = status.eq("ok")
     emotion = df["emotion"].astype("string")
-    duration = df["duration_s"] if "duration_s" in df else df["end_s"] - df["start_s"]
+    duration = df["duration_s"] if "duration_s" in df else _covered(df)
     duration = duration.fillna(0.0).astype(float)
     confidence = df["confidence"].astype(float)
     frame = pd.DataFrame({"group": keys.fillna("<NA>").astype(str), "ok": ok, "emotion": emotion,
@@ -88,6 +89,7 @@ def summarize(df: pd.DataFrame, *, by: str | None = None) -> pd.DataFrame:
                                         if x["ok"].any() else np.nan, include_groups=False).round(4),
     })
     out.insert(2, "failed", out["files"] - out["ok"])
+    out.attrs["unit"] = table_unit(df)
     okf = frame[frame["ok"]]
     counts = pd.crosstab(okf["group"], okf["emotion"]).reindex(index=out.index, columns=list(EMOTIONS),
                                                                 fill_value=0)
@@ -105,6 +107,27 @@ def summarize(df: pd.DataFrame, *, by: str | None = None) -> pd.DataFrame:
     for e in EMOTIONS:
         out[f"duration_share_{e}"] = (dur[e] / d_ok).round(4)
     return out
+
+
+def table_unit(df: pd.DataFrame) -> str:
+    """What one row of an emotion table is: ``files``, ``segments`` or ``windows``."""
+    if "start_s" not in df:
+        return "files"
+    return "windows" if "silent" in df else "segments"
+
+
+def _covered(df: pd.DataFrame) -> pd.Series:
+    """Seconds of audio each row of a segment or window table covers that the next row of the
+    same file does not, so overlapping windows are not counted twice.
+
+    >>> w = pd.DataFrame({"path": ["a"] * 3, "start_s": [0.0, 1.5, 3.0], "end_s": [3.0, 4.5, 5.0]})
+    >>> _covered(w).tolist()
+    [1.5, 1.5, 2.0]
+    """
+    order = df.sort_values(["path", "start_s"], kind="stable")
+    nxt = order.groupby("path")["start_s"].shift(-1)
+    end = np.minimum(order["end_s"], nxt.fillna(np.inf))
+    return (end - order["start_s"]).clip(lower=0.0).reindex(df.index)
 
 
 def agreement(df: pd.DataFrame, truth: pd.DataFrame) -> dict:
