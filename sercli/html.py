@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import EMOTIONS
+from .reports import table_unit
 
 __all__ = ["render_report"]
 
@@ -28,19 +29,19 @@ def _svg(fig) -> str:
     return text[text.index("<svg"):]
 
 
-def _distribution(summary_all: pd.Series):
+def _distribution(summary_all: pd.Series, unit: str):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3))
     shares = [summary_all[f"share_{e}"] for e in EMOTIONS]
     ax.bar(EMOTIONS, np.nan_to_num(shares), color=COLOURS)
-    ax.set_ylabel("share of files")
+    ax.set_ylabel(f"share of {unit}")
     ax.set_title("Emotion distribution")
     ax.tick_params(axis="x", rotation=30)
     return _svg(fig)
 
 
-def _stacked(groups: pd.DataFrame, max_groups: int = 40):
+def _stacked(groups: pd.DataFrame, unit: str, max_groups: int = 40):
     import matplotlib.pyplot as plt
 
     groups = groups.sort_values("files", ascending=False).head(max_groups)
@@ -51,7 +52,7 @@ def _stacked(groups: pd.DataFrame, max_groups: int = 40):
         ax.barh(groups.index.astype(str), v, left=left, color=c, label=e)
         left += v
     ax.invert_yaxis()
-    ax.set_xlabel("share of files")
+    ax.set_xlabel(f"share of {unit}")
     ax.set_title("Emotions per group")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _svg(fig)
@@ -68,24 +69,46 @@ def _confidence(df: pd.DataFrame):
     return _svg(fig)
 
 
-def _timelines(df: pd.DataFrame, max_files: int = 6) -> list[str]:
-    import matplotlib.pyplot as plt
+def _timelines(df: pd.DataFrame, max_files: int = 12, max_bins: int = 600) -> str:
+    """One lane per file (the longest ``max_files``), coloured by the dominant emotion over time.
 
-    out = []
+    Rows are pooled into at most ``max_bins`` time bins per lane (bins of a few seconds for an
+    hour, about 25 s for four hours), so a long recording stays readable; time without
+    classified speech stays blank.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
     probs = [f"prob_{e}" for e in EMOTIONS]
-    longest = df.groupby("path")["end_s"].max().sort_values(ascending=False).head(max_files).index
-    for path in longest:
-        seg = df[df["path"] == path].sort_values("start_s")
-        mid = ((seg["start_s"] + seg["end_s"]) / 2).to_numpy()
-        fig, ax = plt.subplots(figsize=(8, 2.5))
-        ax.stackplot(mid, seg[probs].to_numpy().T, colors=COLOURS, labels=EMOTIONS)
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel("probability")
-        ax.set_ylim(0, 1)
-        ax.set_title(Path(path).name)
-        ax.legend(ncol=7, fontsize=6, loc="lower center", bbox_to_anchor=(0.5, 1.1))
-        out.append(_svg(fig))
-    return out
+    ends = df.groupby("path")["end_s"].max().sort_values(ascending=False).head(max_files)
+    longest = float(ends.max())
+    width = max(longest / max_bins, 1.0)
+    scale, unit = (3600.0, "h") if longest > 2 * 3600 else (60.0, "min") if longest > 120 else (1.0, "s")
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(ends) + 1.3))
+    for lane, path in enumerate(ends.index):
+        rows = df[df["path"] == path]
+        n_bins = int(np.ceil(ends[path] / width))
+        mass = np.zeros((n_bins, len(EMOTIONS)))
+        for start, end, p in zip(rows["start_s"], rows["end_s"], rows[probs].to_numpy()):
+            for b in range(int(start // width), min(n_bins, int(np.ceil(end / width)))):
+                overlap = min(end, (b + 1) * width) - max(start, b * width)
+                if overlap > 0:
+                    mass[b] += overlap * np.nan_to_num(p)
+        for k, colour in enumerate(COLOURS):
+            bins = np.flatnonzero((mass.sum(axis=1) > 0) & (mass.argmax(axis=1) == k))
+            ax.broken_barh([(b * width / scale, width / scale) for b in bins], (lane - 0.4, 0.8), color=colour)
+    ax.set_yticks(range(len(ends)), [_short(p) for p in ends.index], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, longest / scale)
+    ax.set_xlabel(f"time ({unit}); each bar is the dominant emotion of {width:.0f} s")
+    ax.legend(handles=[Patch(color=c, label=e) for e, c in zip(EMOTIONS, COLOURS)], ncol=7, fontsize=7,
+              loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    return _svg(fig)
+
+
+def _short(path: str, keep: int = 40) -> str:
+    """The end of a long path, which is what tells files apart."""
+    return path if len(path) <= keep else "…" + path[-(keep - 1):]
 
 
 def _confusion(confusion: pd.DataFrame):
@@ -120,15 +143,16 @@ def render_report(df: pd.DataFrame, summary: pd.DataFrame, overall: pd.DataFrame
             **{k: v for k, v in df.attrs.items() if k in ("model", "sercli_version", "created", "model_card_sha256")}}
     parts = ["<h1>sercli emotion report</h1>", "<table class='meta'>"]
     parts += [f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in meta.items()]
+    unit = table_unit(df)
     parts += ["</table>", "<h2>Overview</h2>", _table(overall[["files", "ok", "failed", "duration_s",
                                                                 "mean_confidence", "low_confidence_share",
-                                                                "dominant"]])]
-    parts += ["<div class='plots'>", _distribution(overall.iloc[0]), _confidence(df), "</div>"]
+                                                                "dominant"]].rename(columns={"files": unit}))]
+    parts += ["<div class='plots'>", _distribution(overall.iloc[0], unit), _confidence(df), "</div>"]
     if len(summary) > 1 or summary.index[0] != "all":
-        parts += ["<h2>By group</h2>", _stacked(summary),
-                  _table(summary[["files", "ok", "failed", "mean_confidence", "dominant"]])]
+        parts += ["<h2>By group</h2>", _stacked(summary, unit),
+                  _table(summary[["files", "ok", "failed", "mean_confidence", "dominant"]].rename(columns={"files": unit}))]
     if "start_s" in df.columns:
-        parts += ["<h2>Emotion over time</h2>", *_timelines(df)]
+        parts += ["<h2>Emotion over time</h2>", _timelines(df)]
     if agreement is not None:
         parts += ["<h2>Agreement with reference labels</h2>",
                   f"<p>n = {agreement['n']}, accuracy <b>{agreement['accuracy']:.3f}</b>, "

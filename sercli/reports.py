@@ -48,7 +48,7 @@ def group_keys(paths: pd.Series, by: str, frame: pd.DataFrame | None = None) -> 
     rows that do not match get ``<NA>``.
     """
     if by == "folder":
-        return paths.map(lambda p: str(Path(p).parent))
+        return _distinct_ends(paths.map(lambda p: str(Path(p).parent)))
     if by.startswith("depth:"):
         n = int(by.split(":", 1)[1])
         return paths.map(lambda p: "/".join(Path(p).parts[:n]))
@@ -59,6 +59,24 @@ def group_keys(paths: pd.Series, by: str, frame: pd.DataFrame | None = None) -> 
         raise ValueError(f"--by {by!r} is not folder, depth:N, a column or a regex with a group.")
     group = next(iter(pattern.groupindex), 1)
     return paths.map(lambda p: (m := pattern.search(p)) and m.group(group)).astype("string")
+
+
+def _distinct_ends(folders: pd.Series) -> pd.Series:
+    """Folders relative to the deepest folder they all share, so labels show what differs.
+
+    >>> _distinct_ends(pd.Series(["/data/calls/2024/a", "/data/calls/2025/b"])).tolist()
+    ['2024/a', '2025/b']
+    """
+    import os
+
+    unique = folders.dropna().unique()
+    if len(unique) < 2:
+        return folders.map(lambda f: Path(f).name or f)
+    try:
+        root = os.path.commonpath(list(unique))
+    except ValueError:  # relative and absolute paths mixed
+        return folders
+    return folders.map(lambda f: os.path.relpath(f, root))
 
 
 def summarize(df: pd.DataFrame, *, by: str | None = None) -> pd.DataFrame:
