@@ -180,6 +180,44 @@ def flatness(wav_dir: Path, model: str, workdir: Path, sizes: list[int]) -> list
     return rows
 
 
+def long_files(wav_dir: Path, workdir: Path, hours: tuple[float, ...] = (2.0, 2.0, 3.9)) -> Path:
+    """Long 16 kHz 16-bit WAV files (recorded talk is mostly speech with pauses): the real clips
+    one after another with 0.2-2 s of silence between them, written block by block."""
+    folder = workdir / "long"
+    folder.mkdir(exist_ok=True)
+    clips = [sf.read(p, dtype="float32")[0] for p in sorted(wav_dir.iterdir())[:400]]
+    rng = np.random.default_rng(0)
+    for i, h in enumerate(hours):
+        path = folder / f"talk{i}_{h:g}h.wav"
+        if path.exists():
+            continue
+        with sf.SoundFile(path, "w", samplerate=16000, channels=1, subtype="PCM_16") as fh:
+            written, target = 0, int(h * 3600 * 16000)
+            while written < target:
+                clip = clips[int(rng.integers(len(clips)))]
+                gap = np.zeros(int(rng.uniform(0.2, 2.0) * 16000), np.float32)
+                block = np.concatenate([clip, gap])[: target - written]
+                fh.write(block)
+                written += len(block)
+    return folder
+
+
+def window_ms(models: list[str], batch: int = 32, repeats: int = 20) -> dict[str, float]:
+    """Inference time per window (LiteRT, one thread, batches of ``batch`` windows), per model."""
+    from sercli.models import load_model
+
+    out = {}
+    for name in models:
+        m = load_model(name)
+        x = np.random.default_rng(0).standard_normal((batch, m.params.n_features, m.params.window_frames))
+        m.predict(x.astype(np.float32))  # allocate
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            m.predict(x.astype(np.float32))
+        out[name] = (time.perf_counter() - t0) / (repeats * batch) * 1000
+    return out
+
+
 def help_time() -> float:
     times = []
     for _ in range(5):
@@ -197,6 +235,7 @@ def main() -> None:
     ap.add_argument("--model", default="mfcc-cnn")
     ap.add_argument("--flatness", default="1000,10000,50000")
     ap.add_argument("--no-flatness", action="store_true")
+    ap.add_argument("--no-long", action="store_true", help="skip the long-file case (two 2 h files and one 3.9 h)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
     args = ap.parse_args()
@@ -223,6 +262,17 @@ def main() -> None:
     res["baseline"] = baseline(wav_dir, args.baseline_files)
     best = max(r["steady_files_per_s"] for r in res["runs"] if r["format"] == "wav")
     res["speedup_vs_baseline"] = best / res["baseline"]["files_per_s"]
+    cold2 = next(r for r in res["runs"] if r["format"] == "wav" and r["jobs"] == 2)
+    res["speedup_cold_vs_baseline"] = cold2["cold_files_per_s"] / res["baseline"]["files_per_s"]
+    from sercli import available_models
+
+    res["window_ms"] = window_ms(available_models())
+    if not args.no_long:
+        folder = long_files(wav_dir, workdir)
+        secs = audio_seconds(folder)
+        r = cold_run(folder, 2, args.model, workdir / "long.parquet")
+        res["long"] = {"files": len(list(folder.iterdir())), "audio_h": secs / 3600, **r,
+                       "x_real_time": secs / r["wall_s"]}
     if not args.no_flatness:
         res["flatness"] = flatness(wav_dir, args.model, workdir, [int(s) for s in args.flatness.split(",")])
     args.out.write_text(json.dumps(res, indent=1, default=float))
@@ -246,7 +296,14 @@ def report(res: dict) -> None:
               f"{r['x_real_time']:.0f}× real time")
     b = res["baseline"]
     print(f"baseline (study loop, {b['files']} files): {b['files_per_s']:.1f} files/s, "
-          f"{b['x_real_time']:.0f}× real time; sercli is {res['speedup_vs_baseline']:.0f}× faster")
+          f"{b['x_real_time']:.0f}× real time; sercli is {res['speedup_vs_baseline']:.0f}× faster steady "
+          f"(--jobs 2, warm workers) and {res['speedup_cold_vs_baseline']:.0f}× cold (--jobs 2, start-up included)")
+    print("inference per window (LiteRT, 1 thread, batches of 32): "
+          + ", ".join(f"{k} {v:.2f} ms" for k, v in res["window_ms"].items()))
+    if "long" in res:
+        r = res["long"]
+        print(f"long files ({r['files']} files, {r['audio_h']:.1f} h, --jobs 2, cold): {r['x_real_time']:.0f}× real "
+              f"time, peak RSS {r['peak_rss_mib']:.0f} MiB")
     for r in res.get("flatness", []):
         print(f"flatness: {r['files']:6d} files  peak RSS {r['peak_rss_mib']:6.0f} MiB  {r['files_per_s']:.0f} files/s")
 
