@@ -281,9 +281,10 @@ def _use_vad(audio, options: Options) -> bool:
 
 
 def _stream_regions(blocks, state: _FileState, options: Options, model: Model, stage: dict) -> None:
-    """Split a file into speech regions as it streams; classify windows within each region.
+    """Split a file into speech regions as it streams; classify the windows within each region.
 
-    Only the samples a future region may still need are kept (at most about a minute)."""
+    Only the samples a future region may still need are kept (at most about a minute), and
+    regions wait for classification only until a batch of windows is full."""
     from .vad import SpeechDetector
 
     params = model.params
@@ -291,6 +292,7 @@ def _stream_regions(blocks, state: _FileState, options: Options, model: Model, s
     detector = SpeechDetector()
     state.by_speech_regions = True
     buffer, buffer_start = np.zeros(0, np.float32), 0  # samples, and the index of buffer[0]
+    waiting: list[tuple[float, float, Windows]] = []  # regions whose windows are not classified yet
     while True:
         t0 = time.perf_counter()
         y = next(blocks, None)
@@ -302,33 +304,38 @@ def _stream_regions(blocks, state: _FileState, options: Options, model: Model, s
             regions = detector.feed(y)
         else:
             regions = detector.finish(state.n / rate)
-        stage["features"] += time.perf_counter() - t1
         for a, b in regions:
             piece = buffer[max(0, int(a * rate) - buffer_start):max(0, int(b * rate) - buffer_start)]
-            _classify_region(state, piece, a, options, model, stage)
+            if len(piece) >= params.min_samples:
+                stream = WindowStream(params, hop_s=options.hop_s, offset_s=a)
+                waiting.append((a, a + len(piece) / rate, concat_windows([stream.feed(piece), stream.finish()],
+                                                                          params)))
+        stage["features"] += time.perf_counter() - t1
+        if waiting and (y is None or sum(len(w.x) for _, _, w in waiting) >= _BATCH_WINDOWS):
+            t0 = time.perf_counter()
+            _classify_regions(state, waiting, options, model)
+            waiting = []
+            stage["inference"] += time.perf_counter() - t0
         if y is None:
             return
         keep = max(0, int(detector.keep_from_s() * rate) - buffer_start)
         buffer, buffer_start = buffer[keep:], buffer_start + keep
 
 
-def _classify_region(state: _FileState, y: np.ndarray, start_s: float, options: Options, model: Model,
-                     stage: dict) -> None:
-    if len(y) < model.params.min_samples:
-        return
-    t0 = time.perf_counter()
-    stream = WindowStream(model.params, hop_s=options.hop_s, offset_s=start_s)
-    w = concat_windows([stream.feed(y), stream.finish()], model.params)
-    t1 = time.perf_counter()
-    probs = _predict(model, w.x)
-    stage["features"] += t1 - t0
-    stage["inference"] += time.perf_counter() - t1
-    state.add(probs, w, options, model.name)
-    state.n_regions += 1
-    if options.segments:
-        sums = _Sums()
-        sums.add(probs, w)
-        state.add_segment(sums, start_s, start_s + len(y) / model.params.sample_rate, model.name)
+def _classify_regions(state: _FileState, regions: list[tuple[float, float, Windows]], options: Options,
+                      model: Model) -> None:
+    """Classify the windows of several speech regions in one batch; fold them into the file."""
+    probs = _predict(model, np.concatenate([w.x for _, _, w in regions]))
+    i = 0
+    for start_s, end_s, w in regions:
+        p = probs[i:i + len(w.x)]
+        i += len(w.x)
+        state.add(p, w, options, model.name)
+        state.n_regions += 1
+        if options.segments:
+            sums = _Sums()
+            sums.add(p, w)
+            state.add_segment(sums, start_s, end_s, model.name)
 
 
 def _finish(state: _FileState, options: Options) -> None:
@@ -478,7 +485,7 @@ def iter_chunks(
     become suspects: each is then retried alone, with nothing else running, so a file
     that kills its worker again is known for sure and gets a ``crashed`` row.
     """
-    chunks: deque[list[str]] = deque(paths[i:i + chunk_size] for i in range(0, len(paths), chunk_size))
+    chunks: deque[list[str]] = deque(_chunks(paths, chunk_size))
     suspects: deque[str] = deque()
     running: dict[Future, tuple[list[str], bool]] = {}  # future -> (paths, ran alone)
     executor = executor_factory()
@@ -517,6 +524,36 @@ def iter_chunks(
                 executor = executor_factory()
                 continue
             yield result
+
+
+#: A chunk holds at most this many bytes of files, so long recordings get a worker each.
+CHUNK_BYTES = 16 * 2**20
+
+
+def _chunks(paths: list[str], size: int, max_bytes: int = CHUNK_BYTES) -> Iterator[list[str]]:
+    """Consecutive chunks of at most ``size`` paths and (but for single files) ``max_bytes``.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> for name, n in [("a", 10), ("b", 10), ("big", 100), ("c", 10)]:
+    ...     _ = (d / name).write_bytes(b"x" * n)
+    >>> [[pathlib.Path(p).name for p in c] for c in _chunks([str(d / n) for n in "a b big c".split()], 32, 50)]
+    [['a', 'b'], ['big'], ['c']]
+    """
+    chunk: list[str] = []
+    total = 0
+    for path in paths:
+        try:
+            n = os.path.getsize(path)
+        except OSError:
+            n = 0
+        if chunk and (len(chunk) >= size or total + n > max_bytes):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(path)
+        total += n
+    if chunk:
+        yield chunk
 
 
 class RunAborted(Exception):

@@ -81,11 +81,10 @@ class SpeechDetector:
         out = []
         gap = int(round(self.options.min_gap_s / FRAME_S))
         longest = int(round(self.options.max_region_s / FRAME_S))
+        speech = self._voiced[self._decided:ready] & (self._spread(self._decided, ready) >= self.options.min_spread_db)
         for k in range(self._decided, ready):
-            ctx = self._level[max(0, k - half):k + half + 1]
-            moving = np.percentile(ctx, 90) - np.percentile(ctx, 10) >= self.options.min_spread_db
             f = self._base + k
-            if self._voiced[k] and moving:
+            if speech[k - self._decided]:
                 if self._run is None:
                     self._run = [f, f]
                 self._run[1] = f
@@ -98,6 +97,23 @@ class SpeechDetector:
         self._decided -= drop
         self._base += drop
         return out
+
+    def _spread(self, start: int, stop: int) -> np.ndarray:
+        """90th minus 10th percentile of the levels within half a window of each frame in
+        ``[start, stop)`` (fewer frames at the edges of the buffer)."""
+        half = _SPREAD_FRAMES // 2
+        padded = np.concatenate([np.full(half, np.nan), self._level, np.full(half, np.nan)])
+        ctx = np.lib.stride_tricks.sliding_window_view(padded, _SPREAD_FRAMES)[start:stop]
+        if not len(ctx):
+            return np.zeros(0)
+        edge = np.isnan(ctx).any(axis=1)  # only frames near the buffer's ends
+        spread = np.empty(len(ctx))
+        hi, lo = np.percentile(ctx[~edge], [90, 10], axis=1)
+        spread[~edge] = hi - lo
+        for i in np.flatnonzero(edge):
+            row = ctx[i][~np.isnan(ctx[i])]
+            spread[i] = np.percentile(row, 90) - np.percentile(row, 10)
+        return spread
 
     def keep_from_s(self) -> float:
         """The earliest time a region not returned yet may start: samples before it are not needed."""
