@@ -152,7 +152,9 @@ def render_card(card: dict) -> str:
               "study_protocol": "Study protocol (`split_random`; a model trained on its train part)"}
     for key, ev in card.get("evaluation", {}).items():
         lines += [f"## {titles.get(key, key)}", "", f"Command: `{ev.get('command', '')}`", "",
-                  f"accuracy **{ev['accuracy']:.3f}**, macro-F1 **{ev['macro_f1']:.3f}**, "
+                  f"accuracy **{ev['accuracy']:.3f}**, "
+                  + (f"UAR **{ev['uar']:.3f}**, " if "uar" in ev else "")
+                  + f"macro-F1 **{ev['macro_f1']:.3f}**, "
                   f"ECE {ev.get('ece', float('nan')):.3f}, n = {ev['n']}"
                   + (f" ({ev['not_ok']} files not classified)" if ev.get("not_ok") else ""), ""]
         if ev.get("trained_by"):
@@ -161,8 +163,9 @@ def render_card(card: dict) -> str:
         for cls, m in ev.get("per_class", {}).items():
             lines.append(f"| {cls} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {int(m['support'])} |")
         if ev.get("per_corpus"):
-            lines += ["", "| corpus | n | accuracy | macro-F1 |", "|---|---|---|---|"]
+            lines += ["", "| corpus | n | accuracy | UAR | macro-F1 |", "|---|---|---|---|---|"]
             for corpus, m in ev["per_corpus"].items():
-                lines.append(f"| {corpus} | {m['n']} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} |")
+                uar = f"{m['uar']:.3f}" if "uar" in m else "—"
+                lines.append(f"| {corpus} | {m['n']} | {m['accuracy']:.3f} | {uar} | {m['macro_f1']:.3f} |")
         lines.append("")
     return "\n".join(lines)
