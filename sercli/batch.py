@@ -92,7 +92,7 @@ def _same_run(name: str, old: dict, new: dict) -> None:
             if key in ("model_card_sha256", "feature_params"):
                 detail = f"{option} changed since"
             else:
-                detail = f"{option} was {_show(before)}, not {_show(now)}"
+                detail = f"{option}: {_show(before)} then, {_show(now)} now"
             raise OutputError(f"Cannot resume {name}: its rows were made with other options ({detail}); "
                               "run the same command as before with --resume, or pass --overwrite to start again.")
 

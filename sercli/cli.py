@@ -13,8 +13,9 @@ from typing import List, Optional
 import typer
 
 def _flags_without_type() -> None:
-    """Typer 0.29 shows boolean flags as ``--quiet <bool>``, as if they took a value; they don't."""
-    from typer.core import TyperOption
+    """Typer 0.29 shows boolean flags as ``--quiet <bool>``, as if they took a value, and
+    arguments with their Python type (``<list[str]>``); show neither."""
+    from typer.core import TyperArgument, TyperOption
 
     shown = getattr(TyperOption, "display_type_rich", None)
     if shown is None:
@@ -24,6 +25,8 @@ def _flags_without_type() -> None:
         return None if getattr(self, "is_flag", False) else shown(self, ctx)
 
     TyperOption.display_type_rich = display_type_rich
+    if hasattr(TyperArgument, "display_type_rich"):
+        TyperArgument.display_type_rich = lambda self, ctx: None
 
 
 _flags_without_type()
@@ -56,23 +59,23 @@ def _setup_logging(quiet: bool = False) -> None:
 @app.command()
 def annotate(
     inputs: List[str] = typer.Argument(..., help="Audio files, folders (recursive), or - for paths on stdin."),
-    model: str = typer.Option("mfcc-cnn", "--model", "-m", help="Shipped model name or model directory."),
+    model: str = typer.Option("mfcc-cnn", "--model", "-m", help="Shipped model name or model directory.", metavar="NAME|DIR"),
     output: str = typer.Option("emotions.parquet", "--output", "-o",
-                               help="Output table: .parquet, .csv or .jsonl; - for CSV on stdout."),
+                               help="Output table: .parquet, .csv or .jsonl; - for CSV on stdout.", metavar="FILE"),
     segments: Optional[Path] = typer.Option(None, "--segments", help="Also write the segment table here: one row "
-                                            "per speech region of long files, one per short file."),
-    windows: Optional[Path] = typer.Option(None, "--windows", help="Also write the window table here."),
+                                            "per speech region of long files, one per short file.", metavar="FILE"),
+    windows: Optional[Path] = typer.Option(None, "--windows", help="Also write the window table here.", metavar="FILE"),
     vad: str = typer.Option("auto", "--vad", help="Split files into speech regions: auto (files of 30 s or "
-                            "more), on, or off."),
-    jobs: int = typer.Option(-1, "--jobs", "-j", help="Worker processes (-1: every core)."),
-    hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between windows of long files "
-                                        "(default: half a window)."),
-    include: List[str] = typer.Option([], "--include", help="Only files matching this glob (repeatable)."),
-    exclude: List[str] = typer.Option([], "--exclude", help="Skip files matching this glob (repeatable)."),
+                            "more), on, or off.", metavar="auto|on|off"),
+    jobs: int = typer.Option(-1, "--jobs", "-j", help="Worker processes (-1: every core).", metavar="N"),
+    hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between windows "
+                                        "(default: half a window, 1.5 s).", metavar="SECONDS"),
+    include: List[str] = typer.Option([], "--include", help="Only files matching this glob (repeatable).", metavar="GLOB"),
+    exclude: List[str] = typer.Option([], "--exclude", help="Skip files matching this glob (repeatable).", metavar="GLOB"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run into the same output."),
-    backend: str = typer.Option("local", "--backend", help="local (joblib processes) or dask."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://HOST:PORT)."),
+    backend: str = typer.Option("local", "--backend", help="local (joblib processes) or dask.", metavar="local|dask"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://HOST:PORT).", metavar="ADDRESS"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
     """Classify the emotion of every audio file; write one row per file.
@@ -118,11 +121,11 @@ def models_show(name: str = typer.Argument(..., help="Model name or directory.")
 @app.command()
 def summarize(
     results: Path = typer.Argument(..., help="A table written by annotate (.parquet, .csv, .jsonl)."),
-    by: Optional[str] = typer.Option(None, "--by", help="folder, depth:N, a column, or a regex with a group."),
-    truth: Optional[Path] = typer.Option(None, "--truth", help="Manifest CSV (path,emotion) to compare with."),
-    html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report here."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the statistics as JSON here."),
-    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the per-group table as CSV here."),
+    by: Optional[str] = typer.Option(None, "--by", help="folder, depth:N, a column, or a regex with a group.", metavar="GROUPING"),
+    truth: Optional[Path] = typer.Option(None, "--truth", help="Manifest CSV (path,emotion) to compare with.", metavar="FILE"),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report here.", metavar="FILE"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the statistics as JSON here.", metavar="FILE"),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the per-group table as CSV here.", metavar="FILE"),
 ) -> None:
     """Corpus statistics of an emotion table: per emotion, per group, confidence, agreement."""
     from .console import run_summarize
@@ -133,7 +136,7 @@ def summarize(
 
 @app.command()
 def evaluate(
-    model: str = typer.Option("mfcc-cnn", "--model", "-m", help="Shipped model name or model directory."),
+    model: str = typer.Option("mfcc-cnn", "--model", "-m", help="Shipped model name or model directory.", metavar="NAME|DIR"),
     manifest: Path = typer.Option(..., help="Manifest CSV with path, emotion and a split column."),
     split: str = typer.Option("test", help="Which rows to evaluate."),
     split_column: str = typer.Option("split", help="Column holding the split, or loco:CORPUS "

@@ -51,7 +51,7 @@ def test_refused_resume_with_another_model_writes_no_journal_and_keeps_the_table
     other = "mel-cnn" if model != "mel-cnn" else "mfcc-cnn"
     before = _digest(finished.parent)
     res = run_cli("annotate", str(clips), "-m", other, "-o", str(finished), "--resume", "-q")
-    assert res.returncode == 2 and "Cannot resume a.parquet" in res.stderr and "--model was" in res.stderr
+    assert res.returncode == 2 and "Cannot resume a.parquet" in res.stderr and f"--model: '{model}' then" in res.stderr
     assert _digest(finished.parent) == before  # no journal, the table untouched
     # the correct resume is still accepted and changes no row
     res = run_cli("annotate", str(clips), "-m", model, "-o", str(finished), "--resume", "-q")
@@ -77,9 +77,9 @@ def test_rerun_without_resume_after_an_interrupt_is_refused_and_keeps_the_journa
 
 
 @pytest.mark.parametrize("changed, message", [
-    (["--hop", "1.0"], "--hop was not given, not 1.0"),
-    (["--include", "f00*"], "--include was not given, not f00*"),
-    (["--segments", "SEG"], "--segments was not given"),
+    (["--hop", "1.0"], "--hop: not given then, 1.0 now"),
+    (["--include", "f00*"], "--include: not given then, f00* now"),
+    (["--segments", "SEG"], "--segments: not given then"),
 ], ids=["hop", "include", "segments"])
 def test_resume_with_changed_options_is_refused_in_one_sentence(many, model, tmp_path, changed, message):
     out = tmp_path / "e.parquet"

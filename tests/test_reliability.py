@@ -221,7 +221,7 @@ def test_resume_with_another_model_is_refused(many, model, tmp_path, monkeypatch
     journal.write_text('{"sercli_journal": 1, "meta": {"model": "other-model", "model_card_sha256": "x"}}\n')
     res = run_cli("annotate", str(many), "-m", model, "-o", str(out), "--resume")
     assert res.returncode == 2
-    assert "--model was 'other-model'" in res.stderr and "Traceback" not in res.stderr
+    assert "--model: 'other-model' then" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_output_under_a_file_is_refused_before_any_work(many, model, tmp_path):
