@@ -62,12 +62,16 @@ def run_cli(*args: str, cwd: Path | None = None, input: str | None = None, timeo
                           env={**os.environ, **(env or {})})
 
 
+#: Files in the ``many`` fixture: a run over them takes a few seconds, so interrupts land mid-run.
+N_MANY = 1500
+
+
 @pytest.fixture(scope="session")
 def many(tmp_path_factory) -> Path:
-    """240 files (links to 12 real clips) and one long file: enough for a run to be killed part-way."""
+    """N_MANY files (links to 12 real clips): enough for a run to be interrupted part-way."""
     root = tmp_path_factory.mktemp("many")
     clips = [write(root / "src" / f"clip{i}.wav", speech(index=i), 16000) for i in range(12)]
-    for i in range(240):
+    for i in range(N_MANY):
         (root / "links").mkdir(exist_ok=True)
         (root / "links" / f"f{i:04d}.wav").symlink_to(clips[i % 12])
     return root / "links"

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_cli, speech, start_cli, wait_for_rows, write
+from conftest import N_MANY, run_cli, speech, start_cli, wait_for_rows, write
 
 
 def _digest(folder: Path) -> dict[str, bytes]:
@@ -73,7 +73,7 @@ def test_rerun_without_resume_after_an_interrupt_is_refused_and_keeps_the_journa
     assert res.returncode == 2 and "interrupted run left" in res.stderr and "--resume" in res.stderr
     assert _digest(tmp_path) == before
     res = run_cli("annotate", str(many), "-m", model, "-o", str(out), "-q", "--overwrite")
-    assert res.returncode == 0 and not journal.exists() and len(pd.read_parquet(out)) == 240
+    assert res.returncode == 0 and not journal.exists() and len(pd.read_parquet(out)) == N_MANY
 
 
 @pytest.mark.parametrize("changed, message", [

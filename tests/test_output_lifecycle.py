@@ -35,7 +35,7 @@ from sercli.pipeline import PROB_COLUMNS
 
 #: Two ways of making rows: the model differs, so their rows differ.
 OPTIONS = {"A": ["-m", "mfcc-cnn"], "B": ["-m", "mel-cnn"]}
-N_FILES = 96
+N_FILES = 480
 
 
 def _corpus() -> Path:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, start_cli, run_cli, speech, wait_for_rows, write
+from conftest import N_MANY, ROOT, start_cli, run_cli, speech, wait_for_rows, write
 from sercli.pipeline import PROB_COLUMNS
 
 
@@ -190,14 +190,14 @@ def test_interrupted_run_resumes_to_the_same_rows(many, model, reference, tmp_pa
     assert not out.exists()  # never a half-written final file
     assert journal.exists()
     kept = journal.read_text().count("\n") - 1
-    assert 0 < kept < 240
+    assert 0 < kept < N_MANY
 
     res = run_cli("annotate", str(many), "-m", model, "-o", str(out), "--resume")
     assert res.returncode == 0, res.stderr
     assert "resumed" in res.stderr
     assert not journal.exists()
     resumed = _sorted(pd.read_parquet(out))
-    assert len(resumed) == 240 and resumed["path"].is_unique
+    assert len(resumed) == N_MANY and resumed["path"].is_unique
     pd.testing.assert_frame_equal(resumed.drop(columns=PROB_COLUMNS + ["confidence"]),
                                   reference.drop(columns=PROB_COLUMNS + ["confidence"]))
     np.testing.assert_allclose(resumed[PROB_COLUMNS].to_numpy(), reference[PROB_COLUMNS].to_numpy(), atol=1e-6)
