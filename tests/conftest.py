@@ -77,9 +77,18 @@ def many(tmp_path_factory) -> Path:
     return root / "links"
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C as in a terminal. A shell that runs the tests in the background
+    starts them with SIGINT ignored, and Python would then never raise KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "sercli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True,
+                            preexec_fn=default_sigint)
 
 
 def wait_for_rows(journal: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:

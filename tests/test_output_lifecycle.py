@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from conftest import ROOT, example_files, run_cli
+from conftest import ROOT, default_sigint, example_files, run_cli
 from sercli.pipeline import PROB_COLUMNS
 
 #: Two ways of making rows: the model differs, so their rows differ.
@@ -82,7 +82,8 @@ class OutputLifecycle(RuleBasedStateMachine):
         table_before = _rows(self.out) if self.out.exists() else None
         args = [sys.executable, "-m", "sercli", "annotate", str(self.corpus), *OPTIONS[opts], "-o", str(self.out),
                 "-q", "-j", "2", *(["--resume"] if resume else []), *(["--overwrite"] if overwrite else [])]
-        proc = psutil.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = psutil.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
         family: set[psutil.Process] = set()
         deadline = time.time() + after_s
         while proc.poll() is None:
