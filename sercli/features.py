@@ -217,16 +217,6 @@ class Windows:
     silent: np.ndarray
 
 
-def window_starts(n_frames: int, window_frames: int, hop_frames: int) -> list[int]:
-    """First frame of each window; the last window ends at the signal's end."""
-    if n_frames <= window_frames:
-        return [0]
-    starts = list(range(0, n_frames - window_frames + 1, hop_frames))
-    if starts[-1] + window_frames < n_frames:
-        starts.append(n_frames - window_frames)
-    return starts
-
-
 def windows(y: np.ndarray, params: FeatureParams, *, hop_s: float | None = None) -> Windows:
     """Cut a mono signal at ``params.sample_rate`` into normalised model windows.
 
@@ -307,6 +297,7 @@ class WindowStream:
         self._threshold: float | None = None
         self._held = (np.zeros((params.n_mels, 0), np.float32), np.zeros(0, np.float32))
         self._cut_tail = False
+        self._heard = False  # any frame above the threshold yet
 
     def feed(self, y: np.ndarray) -> Windows:
         """Add samples; returns the windows completed by them (possibly none)."""
@@ -334,7 +325,11 @@ class WindowStream:
             used = self._samples[: (n - 1) * p.hop_length + p.n_fft]
             mel, level = _mel_frames(used, p)[:, :n], _level_db(used, n, p)
             self._samples = self._samples[n * p.hop_length:]
-        if p.trim_db is not None:
+        self._add(mel, level, final=final)
+
+    def _add(self, mel: np.ndarray, level: np.ndarray, *, final: bool) -> None:
+        """Take new log-mel frames and their levels (trimming them when asked)."""
+        if self.params.trim_db is not None:
             mel, level = self._trim(mel, level, final=final)
         self._mel = np.concatenate([self._mel, mel], axis=1)
         self._level = np.concatenate([self._level, level])
@@ -360,11 +355,15 @@ class WindowStream:
             self._started = True
             mel, level, loud = mel[:, skip:], level[skip:], loud - skip
         if final:
-            cut = min(len(level), (int(loud[-1]) + 1 if len(loud) else 0) + TRIM_MARGIN)
+            if len(loud):
+                cut = min(len(level), int(loud[-1]) + 1 + TRIM_MARGIN)
+            else:  # the context after speech released earlier; a file with no speech frame at all is kept
+                cut = min(len(level), TRIM_MARGIN) if self._heard else len(level)
             self._cut_tail = cut < len(level)
         else:
             cut = int(loud[-1]) + 1 if len(loud) else 0
             cut = max(cut, len(level) - _MAX_HELD)  # a long pause is released, not held for ever
+        self._heard = self._heard or bool(len(loud))
         self._held = (mel[:, cut:], level[cut:])
         return mel[:, :cut], level[:cut]
 
@@ -415,19 +414,9 @@ def windows_from_log_mel(
     duration_s: float,
     hop_s: float | None = None,
 ) -> Windows:
-    """:func:`windows` from a precomputed :func:`log_mel` and :func:`frame_db` (training's cache)."""
-    first, end = trim_bounds(level_db, params)
-    trimmed = (first, end) != (0, len(level_db))
-    log_mel_db, level_db = log_mel_db[:, first:end], level_db[first:end]
-    n_frames = log_mel_db.shape[1]
-    wf = params.window_frames
-    hop_frames = max(1, int(round((hop_s if hop_s is not None else params.window_s / 2)
-                                  * params.sample_rate / params.hop_length)))
-    starts = window_starts(n_frames, wf, hop_frames)
-    x = np.stack([normalize_window(log_mel_db[:, s : s + wf], params) for s in starts])
-    silent = np.array([level_db[s : s + wf].max() < params.silence_db for s in starts])
-    start_s = (first + np.array(starts, dtype=np.float64)) * params.hop_length / params.sample_rate
-    if trimmed:
-        duration_s = min(duration_s, end * params.hop_length / params.sample_rate)
-    end_s = np.minimum(start_s + params.window_s, duration_s)
-    return Windows(x=x, start_s=start_s, end_s=end_s, silent=silent)
+    """:func:`windows` from a precomputed :func:`log_mel` and :func:`frame_db` (training's cache),
+    cut by the same :class:`WindowStream` code."""
+    stream = WindowStream(params, hop_s=hop_s)
+    stream.n_samples = int(round(duration_s * params.sample_rate))
+    stream._add(np.asarray(log_mel_db, np.float32), np.asarray(level_db, np.float32), final=True)
+    return stream._emit(final=True)
