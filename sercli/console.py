@@ -33,8 +33,6 @@ def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, 
 
     if output == "-" and (resume or segments or windows):
         return _fail("--resume, --segments and --windows need an output file, not -.")
-    if vad not in ("auto", "on", "off"):
-        return _fail(f"--vad must be auto, on or off, not {vad!r}.")
     if hop_s is not None and hop_s <= 0:
         return _fail("--hop must be a positive number of seconds.")
     named = [i for i in inputs if i != "-"]

@@ -30,8 +30,8 @@ from .models import DEFAULT_MODEL, Model, load_model
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["COLUMNS", "SEGMENT_COLUMNS", "WINDOW_COLUMNS", "Annotation", "Options", "ChunkResult", "LocalExecutors", "RunAborted",
-           "annotate", "iter_chunks", "aggregate"]
+__all__ = ["COLUMNS", "SEGMENT_COLUMNS", "WINDOW_COLUMNS", "Annotation", "Options", "ChunkResult", "LocalExecutors",
+           "RunAborted", "annotate", "iter_chunks", "aggregate"]
 
 PROB_COLUMNS = [f"prob_{e}" for e in EMOTIONS]
 #: File-level output columns, in order.
@@ -46,6 +46,7 @@ WINDOW_COLUMNS = ["path", "start_s", "end_s", "silent", "emotion", "confidence",
 MAX_DURATION_S = 4 * 3600.0
 #: With ``vad="auto"``, files at least this long are split into speech regions.
 VAD_MIN_S = 30.0
+VAD_MODES = ("auto", "on", "off")
 _BATCH_WINDOWS = 256
 
 
@@ -64,6 +65,10 @@ class Options:
     vad: str = "auto"
     max_duration_s: float = MAX_DURATION_S
 
+    def __post_init__(self) -> None:
+        if self.vad not in VAD_MODES:
+            raise ValueError(f"vad must be {', '.join(VAD_MODES[:-1])} or {VAD_MODES[-1]}, not {self.vad!r}.")
+
 
 @dataclass
 class ChunkResult:
@@ -77,14 +82,14 @@ class ChunkResult:
 
 
 def aggregate(probs: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, silent: np.ndarray) -> np.ndarray:
-    """File-level probabilities ``(7,)`` from window probabilities ``(n, 7)``.
+    """File-level probabilities ``(classes,)`` from window probabilities ``(n, classes)``.
 
     The duration-weighted mean over windows with speech energy (over all windows when
-    none has any).
+    none has any): what annotate computes, block by block, with :class:`_Sums`.
     """
-    keep = ~silent if (~silent).any() else np.ones_like(silent)
-    weights = np.maximum(end_s - start_s, 1e-9) * keep
-    return (probs * weights[:, None]).sum(axis=0) / weights.sum()
+    sums = _Sums()
+    sums.add(probs, start_s, end_s, silent)
+    return sums.probs()
 
 
 _per_thread = threading.local()
@@ -111,23 +116,23 @@ def _base_row(path: str, model_name: str) -> dict:
 
 @dataclass
 class _Sums:
-    """Running duration-weighted sums of window probabilities: the same result as :func:`aggregate`."""
+    """Running duration-weighted sums of window probabilities (see :func:`aggregate`)."""
 
     sums: np.ndarray | None = None  # (2, classes): windows with speech energy, all windows
     weights: np.ndarray = field(default_factory=lambda: np.zeros(2))
     n_windows: int = 0
     n_speech: int = 0
 
-    def add(self, probs: np.ndarray, w: Windows) -> None:
-        dur = np.maximum(w.end_s - w.start_s, 1e-9)
-        speech = dur * ~w.silent
+    def add(self, probs: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, silent: np.ndarray) -> None:
+        dur = np.maximum(end_s - start_s, 1e-9)
+        speech = dur * ~silent
         if self.sums is None:
             self.sums = np.zeros((2, probs.shape[1]))
         self.sums[0] += (probs * speech[:, None]).sum(axis=0)
         self.sums[1] += (probs * dur[:, None]).sum(axis=0)
         self.weights += (speech.sum(), dur.sum())
-        self.n_windows += len(w.x)
-        self.n_speech += int((~w.silent).sum())
+        self.n_windows += len(probs)
+        self.n_speech += int((~silent).sum())
 
     def probs(self) -> np.ndarray:
         k = 0 if self.weights[0] > 0 else 1
@@ -149,8 +154,7 @@ class _FileState:
     span: list = field(default_factory=lambda: [np.inf, 0.0])  # first window start, last window end
     segment_rows: list = field(default_factory=list)
     window_rows: list = field(default_factory=list)
-    by_speech_regions: bool = False
-    n_regions: int = 0
+    n_regions: int = 0  # speech regions classified (0: the file is not split)
 
     def observe(self, y: np.ndarray) -> None:
         self.n += len(y)
@@ -169,7 +173,7 @@ class _FileState:
 
     def add(self, probs: np.ndarray, w: Windows, options: Options, model_name: str) -> None:
         """Fold classified windows into the file's sums (and its window rows)."""
-        self.sums.add(probs, w)
+        self.sums.add(probs, w.start_s, w.end_s, w.silent)
         self.span = [min(self.span[0], float(w.start_s.min())), max(self.span[1], float(w.end_s.max()))]
         if options.windows:
             for k in range(len(w.x)):
@@ -247,16 +251,9 @@ def _stream(path, state: _FileState, options: Options, model: Model, stage: dict
     if _use_vad(audio, options):
         _stream_regions(blocks, state, options, model, stage)
         return
-    while True:
-        t0 = time.perf_counter()
-        y = next(blocks, None)
+    for y in _read(blocks, state, stage):
         t1 = time.perf_counter()
-        stage["decode"] += t1 - t0
-        if y is None:
-            w = state.stream.finish()
-        else:
-            state.observe(y)
-            w = state.stream.feed(y)
+        w = state.stream.finish() if y is None else state.stream.feed(y)
         if len(w.x):
             state.windows.append(w)
         stage["features"] += time.perf_counter() - t1
@@ -266,6 +263,17 @@ def _stream(path, state: _FileState, options: Options, model: Model, stage: dict
             state.windows = []
             state.add(_predict(model, batch.x), batch, options, model.name)
             stage["inference"] += time.perf_counter() - t0
+
+
+def _read(blocks: Iterator[np.ndarray], state: _FileState, stage: dict) -> Iterator[np.ndarray | None]:
+    """The file's blocks, each observed for the flags and timed as decoding, then ``None`` at the end."""
+    while True:
+        t0 = time.perf_counter()
+        y = next(blocks, None)
+        stage["decode"] += time.perf_counter() - t0
+        if y is not None:
+            state.observe(y)
+        yield y
         if y is None:
             return
 
@@ -290,16 +298,11 @@ def _stream_regions(blocks, state: _FileState, options: Options, model: Model, s
     params = model.params
     rate = params.sample_rate
     detector = SpeechDetector()
-    state.by_speech_regions = True
     buffer, buffer_start = np.zeros(0, np.float32), 0  # samples, and the index of buffer[0]
     waiting: list[tuple[float, float, Windows]] = []  # regions whose windows are not classified yet
-    while True:
-        t0 = time.perf_counter()
-        y = next(blocks, None)
+    for y in _read(blocks, state, stage):
         t1 = time.perf_counter()
-        stage["decode"] += t1 - t0
         if y is not None:
-            state.observe(y)
             buffer = np.concatenate([buffer, y])
             regions = detector.feed(y)
         else:
@@ -334,7 +337,7 @@ def _classify_regions(state: _FileState, regions: list[tuple[float, float, Windo
         state.n_regions += 1
         if options.segments:
             sums = _Sums()
-            sums.add(p, w)
+            sums.add(p, w.start_s, w.end_s, w.silent)
             state.add_segment(sums, start_s, end_s, model.name)
 
 
@@ -350,8 +353,8 @@ def _finish(state: _FileState, options: Options) -> None:
         return
     _fill(row, state.sums.probs())
     row.update(status="ok", windows=state.sums.n_windows,
-               segments=state.n_regions if state.by_speech_regions else 1)
-    if options.segments and not state.by_speech_regions:
+               segments=state.n_regions or 1)
+    if options.segments and not state.n_regions:
         state.add_segment(state.sums, state.span[0], state.span[1], row["model"])
 
 
@@ -481,9 +484,10 @@ def iter_chunks(
     number of files. By default that is what the executor factory says it can run
     (``factory.in_flight()``: twice the worker processes, or twice a Dask cluster's threads,
     read again as chunks finish, so a cluster that grows is used), else 4. Infrastructure
-    failures that are not a file's fault (a Dask scheduler gone) raise :class:`RunAborted`. When a worker dies, the files of every chunk that was in flight
-    become suspects: each is then retried alone, with nothing else running, so a file
-    that kills its worker again is known for sure and gets a ``crashed`` row.
+    failures that are not a file's fault (a Dask scheduler gone) raise :class:`RunAborted`.
+    When a worker dies, the files of every chunk that was in flight become suspects: each
+    is then retried alone, with nothing else running, so a file that kills its worker
+    again is known for sure and gets a ``crashed`` row.
     """
     chunks: deque[list[str]] = deque(_chunks(paths, chunk_size))
     suspects: deque[str] = deque()
@@ -571,9 +575,7 @@ def _abort_reason(exc: BaseException) -> str:
 def _capacity(executor_factory) -> int:
     try:
         return max(1, int(executor_factory.in_flight()))
-    except (AttributeError, TypeError):
-        return 4
-    except Exception:  # a cluster that cannot say: keep going at the default
+    except Exception:  # a factory without in_flight(), or a cluster that cannot say: the default
         return 4
 
 
@@ -640,8 +642,6 @@ def annotate(
     from .output import typed_frame
 
     mdl = load_model(model)  # fails here, not in a worker, for an unknown model
-    if vad not in ("auto", "on", "off"):
-        raise ValueError(f"vad must be auto, on or off, not {vad!r}.")
     options = Options(model=str(model), model_name=mdl.name, hop_s=hop_s, segments=segments, windows=windows, vad=vad)
     if isinstance(inputs, np.ndarray):
         if not sample_rate:
@@ -657,7 +657,7 @@ def annotate(
         df = typed_frame(rows, columns)
         return df.sort_values([c for c in ("path", "start_s") if c in columns], kind="stable").reset_index(drop=True)
 
-    info = {k: v for k, v in run_metadata(mdl, options).items() if k not in ("tables", "include", "exclude")}
+    info = {k: v for k, v in run_metadata(mdl, options).items() if k not in ("include", "exclude")}
     return Annotation(files=frame([r for res in results for r in res.rows], COLUMNS),
                       segments=frame([x for res in results for x in res.segments], SEGMENT_COLUMNS),
                       windows=frame([x for res in results for x in res.windows], WINDOW_COLUMNS), info=info)
