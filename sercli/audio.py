@@ -76,6 +76,13 @@ def decode(path: str | Path, *, sample_rate: int, max_duration_s: float | None =
     return Audio(samples, sample_rate, stream.source_rate, stream.channels)
 
 
+def _finite(y: np.ndarray) -> np.ndarray:
+    """``y``, or :class:`DecodeError` ``invalid_samples`` if it holds NaN or infinite values."""
+    if not np.isfinite(y).all():
+        raise DecodeError("invalid_samples", "The audio contains NaN or infinite sample values.")
+    return y
+
+
 @dataclass
 class AudioStream:
     """A file opened for decoding block by block: :meth:`blocks` yields mono float32 blocks at
@@ -99,9 +106,7 @@ class AudioStream:
         else:
             raw = _sndfile_blocks(self)
         for block in raw:
-            if not np.isfinite(block).all():
-                raise DecodeError("invalid_samples", "The audio contains NaN or infinite sample values.")
-            yield block
+            yield _finite(block)
 
 
 @dataclass
@@ -125,8 +130,7 @@ class ArrayAudio:
         y = np.asarray(self.samples, dtype=np.float32)
         if y.ndim == 2:
             y = y.mean(axis=1, dtype=np.float32)
-        if not np.isfinite(y).all():
-            raise DecodeError("invalid_samples", "The audio contains NaN or infinite sample values.")
+        y = _finite(y)
         if self.source_rate != self.sample_rate:
             y = soxr.resample(y, self.source_rate, self.sample_rate, quality="HQ").astype(np.float32)
         step = max(1024, int(self.block_s * self.sample_rate))

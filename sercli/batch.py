@@ -181,7 +181,8 @@ def _open_journals(plan: OutputPlan) -> tuple[Journal, dict[str, Journal], set[s
 
 
 def _records(df: pd.DataFrame, columns: list[str]) -> list[dict]:
-    return df.reindex(columns=columns).astype(object).where(df.reindex(columns=columns).notna(), None).to_dict("records")
+    df = df.reindex(columns=columns)
+    return df.astype(object).where(df.notna(), None).to_dict("records")
 
 
 def _journal_frames(journal: Journal, columns: list[str], keep: Callable[[pd.DataFrame], pd.DataFrame]) \

@@ -88,9 +88,13 @@ def log_mel(y: np.ndarray, params: FeatureParams) -> np.ndarray:
     Frames are centred (zeros beyond both ends), as ``librosa.feature.melspectrogram``
     frames them; a test checks the two agree.
     """
-    half = params.n_fft // 2
-    padded = np.concatenate([np.zeros(half, np.float32), np.asarray(y, np.float32), np.zeros(half, np.float32)])
-    return _mel_frames(padded, params)
+    return _mel_frames(_centred(y, params), params)
+
+
+def _centred(y: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """``y`` with half a frame of zeros before and after, so frame ``t`` is centred on sample ``t * hop``."""
+    half = np.zeros(params.n_fft // 2, np.float32)
+    return np.concatenate([half, np.asarray(y, np.float32), half])
 
 
 def _mel_frames(padded: np.ndarray, params: FeatureParams) -> np.ndarray:
@@ -165,9 +169,7 @@ def frame_db(y: np.ndarray, params: FeatureParams) -> np.ndarray:
     Frames are centred as in :func:`log_mel` (zeros beyond both ends). Computed from a
     cumulative sum of squares, so no frame matrix is built.
     """
-    half = params.n_fft // 2
-    padded = np.concatenate([np.zeros(half, np.float32), np.asarray(y, np.float32), np.zeros(half, np.float32)])
-    return _level_db(padded, 1 + len(y) // params.hop_length, params)
+    return _level_db(_centred(y, params), 1 + len(y) // params.hop_length, params)
 
 
 def _level_db(padded: np.ndarray, n_frames: int, params: FeatureParams) -> np.ndarray:
@@ -293,11 +295,10 @@ class WindowStream:
         # trimming (params.trim_db): frames are counted from self._origin, the first frame kept;
         # frames that may be trailing non-speech wait in self._held until speech follows them
         self._origin = 0
-        self._started = params.trim_db is None
         self._threshold: float | None = None
         self._held = (np.zeros((params.n_mels, 0), np.float32), np.zeros(0, np.float32))
         self._cut_tail = False
-        self._heard = False  # any frame above the threshold yet
+        self._heard = False  # any frame above the threshold yet: leading non-speech is over
 
     def feed(self, y: np.ndarray) -> Windows:
         """Add samples; returns the windows completed by them (possibly none)."""
@@ -344,7 +345,7 @@ class WindowStream:
         mel = np.concatenate([self._held[0], mel], axis=1)
         level = np.concatenate([self._held[1], level])
         loud = np.flatnonzero(level > self._threshold) if self._threshold is not None else np.zeros(0, int)
-        if not self._started:
+        if not self._heard:
             if len(loud) == 0 and not final:
                 skip = max(0, len(level) - TRIM_MARGIN)
                 self._origin += skip
@@ -352,7 +353,6 @@ class WindowStream:
                 return mel[:, :0], level[:0]
             skip = max(0, int(loud[0]) - TRIM_MARGIN) if len(loud) else 0
             self._origin += skip
-            self._started = True
             mel, level, loud = mel[:, skip:], level[skip:], loud - skip
         if final:
             if len(loud):
@@ -368,7 +368,7 @@ class WindowStream:
         return mel[:, :cut], level[:cut]
 
     def _emit(self, *, final: bool) -> Windows:
-        p, wf = self.params, self.params.window_frames
+        wf = self.params.window_frames
         have = self._first + self._mel.shape[1]  # frames computed so far
         starts = []
         while self._next + wf <= have:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import io
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

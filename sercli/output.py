@@ -211,7 +211,7 @@ class Journal:
     def count(self) -> int:
         """Number of complete rows."""
         with open(self.path, "rb") as fh:
-            return max(0, fh.read().count(b"\n") - 1)
+            return max(0, sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) - 1)
 
     def start(self, meta: dict) -> None:
         """Begin a new journal (replacing an old one atomically)."""

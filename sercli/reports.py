@@ -154,8 +154,6 @@ def agreement(df: pd.DataFrame, truth: pd.DataFrame) -> dict:
     Paths are matched exactly, then by file name. Returns :func:`scores` and ``unmatched``
     (predicted rows without a label).
     """
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-
     pred = df[df["status"].eq("ok")] if "status" in df else df
     t = truth.set_index("path")["emotion"]
     y_true = pred["path"].map(t)
