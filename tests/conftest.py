@@ -54,6 +54,26 @@ def write(path: Path, y: np.ndarray, sr: int, **kwargs) -> Path:
     return path
 
 
+#: A sitecustomize that kills the process (SIGSEGV) opening any file whose name holds "segfault":
+#: a decoder crash, as a worker meets it.
+SEGFAULT_HOOK = (
+    "import os, signal, soundfile\n"
+    "_orig = soundfile.SoundFile.__init__\n"
+    "def _init(self, file, *a, **k):\n"
+    "    if b'segfault' in (file if isinstance(file, bytes) else str(file).encode()):\n"
+    "        os.kill(os.getpid(), signal.SIGSEGV)\n"
+    "    _orig(self, file, *a, **k)\n"
+    "soundfile.SoundFile.__init__ = _init\n")
+
+
+def python_hook(folder: Path, code: str) -> dict[str, str]:
+    """Environment in which every Python process (the CLI and its workers) runs ``code`` at
+    start-up, as a ``sitecustomize`` module in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(code)
+    return {"PYTHONPATH": f"{folder}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
 def run_cli(*args: str, cwd: Path | None = None, input: str | None = None, timeout: float = 300,
             env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real ``sercli`` command (as a user would) and capture its output."""

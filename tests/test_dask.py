@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_cli, speech, write
+from conftest import SEGFAULT_HOOK, python_hook, run_cli, speech, write
 from sercli.pipeline import PROB_COLUMNS
 
 distributed = pytest.importorskip("distributed")
@@ -49,20 +49,9 @@ def test_existing_cluster_gives_the_same_rows_as_local(data, model, local, tmp_p
 
 def test_local_cluster_survives_a_worker_killed_mid_run(data, model, local, tmp_path):
     """A file whose decoding kills the worker (SIGSEGV): Dask retries, then it becomes an error row."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "import os, signal, soundfile\n"
-        "_orig = soundfile.SoundFile.__init__\n"
-        "def _init(self, file, *a, **k):\n"
-        "    if b'segfault' in (file if isinstance(file, bytes) else str(file).encode()):\n"
-        "        os.kill(os.getpid(), signal.SIGSEGV)\n"
-        "    _orig(self, file, *a, **k)\n"
-        "soundfile.SoundFile.__init__ = _init\n")
     crash = write(tmp_path / "segfault.wav", speech(index=0), 16000)
     out = tmp_path / "dask.csv"
-    env = {"PYTHONPATH": f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}
+    env = {**python_hook(tmp_path / "hook", SEGFAULT_HOOK), "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}
     res = run_cli("annotate", str(data), str(crash), "-m", model, "-o", str(out), "--backend", "dask", "-j", "2",
                   "-q", env=env)
     assert res.returncode == 1, res.stderr
@@ -89,9 +78,8 @@ def stock_cluster(tmp_path_factory):
     import sys
     import time
 
-    hook = tmp_path_factory.mktemp("hook")
     log = tmp_path_factory.mktemp("chunk-log")
-    (hook / "sitecustomize.py").write_text(
+    hook = python_hook(tmp_path_factory.mktemp("hook"),
         "import os, time, uuid\n"
         "import sercli.pipeline as p\n"
         "_orig = p.annotate_chunk\n"
@@ -104,8 +92,7 @@ def stock_cluster(tmp_path_factory):
         "p.annotate_chunk = annotate_chunk\n")
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "SERCLI_TEST_CHUNK_LOG": str(log)}
+    env = {**os.environ, **hook, "SERCLI_TEST_CHUNK_LOG": str(log)}
     bin_dir = Path(sys.executable).parent
     procs = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
                                "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]

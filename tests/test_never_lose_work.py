@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import N_MANY, run_cli, speech, start_cli, wait_for_rows, write
+from conftest import N_MANY, python_hook, run_cli, speech, start_cli, wait_for_rows, write
 
 
 def _digest(folder: Path) -> dict[str, bytes]:
@@ -103,10 +101,8 @@ def test_resume_of_a_finished_csv_is_refused_because_csv_records_no_options(clip
 
 def test_an_error_after_decoding_gives_that_file_an_error_row_and_the_run_goes_on(clips, model, tmp_path):
     """Feature extraction raising on one file (a bug, a MemoryError) must not end the run."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
     poison_len = 16000 + 1234  # the poisoned file is recognised by its length
-    (hook / "sitecustomize.py").write_text(
+    env = python_hook(tmp_path / "hook",
         "import sercli.features as f\n"
         "_orig = f.WindowStream.finish\n"
         "def finish(self):\n"
@@ -119,7 +115,6 @@ def test_an_error_after_decoding_gives_that_file_an_error_row_and_the_run_goes_o
         write(data / f"ok{i}.wav", speech(index=i), 16000)
     write(data / "poison.wav", speech(index=5)[:poison_len], 16000)
     out = tmp_path / "e.csv"
-    env = {"PYTHONPATH": f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     res = run_cli("annotate", str(data), "-m", model, "-o", str(out), "-j", "1", "-q", env=env)
     assert res.returncode == 1, res.stderr
     df = pd.read_csv(out).set_index("path")

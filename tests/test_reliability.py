@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import N_MANY, ROOT, start_cli, run_cli, speech, wait_for_rows, write
+from conftest import N_MANY, ROOT, SEGFAULT_HOOK, python_hook, start_cli, run_cli, speech, wait_for_rows, write
 from sercli.pipeline import PROB_COLUMNS
 
 
@@ -135,22 +135,12 @@ def test_unreadable_file_is_reported_as_permission_denied():
 
 def test_file_that_kills_its_worker_becomes_an_error_row(model, tmp_path):
     """A decoder crash (SIGSEGV) in a worker: that file gets a row, the run goes on."""
-    crash_hook = tmp_path / "hook"
-    crash_hook.mkdir()
-    (crash_hook / "sitecustomize.py").write_text(
-        "import os, signal, soundfile\n"
-        "_orig = soundfile.SoundFile.__init__\n"
-        "def _init(self, file, *a, **k):\n"
-        "    if 'segfault' in str(file):\n"
-        "        os.kill(os.getpid(), signal.SIGSEGV)\n"
-        "    _orig(self, file, *a, **k)\n"
-        "soundfile.SoundFile.__init__ = _init\n")
     data = tmp_path / "data"
     for i in range(6):
         write(data / f"ok_{i}.wav", speech(index=i), 16000)
     write(data / "segfault.wav", speech(index=7), 16000)
     out = tmp_path / "e.csv"
-    env = {"PYTHONPATH": f"{crash_hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = python_hook(tmp_path / "hook", SEGFAULT_HOOK)
     res = run_cli("annotate", str(data), "-m", model, "-o", str(out), "-j", "2", env=env)
     assert res.returncode == 1, res.stderr
     df = pd.read_csv(out)
