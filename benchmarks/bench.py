@@ -106,7 +106,7 @@ def steady_run(folder: Path, jobs: int, model: str, out: Path, executor_factory=
 
     factory = executor_factory or (lambda: local_executor(jobs))
     mdl = load_model(model)
-    options = Options(model=model, model_name=mdl.name)
+    options = Options.for_model(model, mdl)
     t0 = time.perf_counter()
     paths = discover([folder])
     t_discover = time.perf_counter() - t0

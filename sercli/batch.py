@@ -15,7 +15,7 @@ from .discovery import display_path
 from .models import Model
 from .output import (CsvStream, Journal, OutputError, check_location, read_table, table_metadata, typed_frame,
                      write_atomic)
-from .pipeline import COLUMNS, SEGMENT_COLUMNS, WINDOW_COLUMNS, ChunkResult, Options, RunAborted, iter_chunks
+from .pipeline import ChunkResult, Options, RunAborted, iter_chunks, table_columns
 
 __all__ = ["OutputPlan", "RUN_KEY", "RunStats", "annotate_to_file", "plan_output", "run_metadata"]
 
@@ -60,8 +60,6 @@ RUN_KEY = {
     "exclude": "--exclude",
 }
 _KEY_DEFAULTS = {"segments": None, "windows": None, "vad": "auto", "include": [], "exclude": []}
-#: Side tables a run may write next to the file table, with their columns.
-SIDE_TABLES = {"segments": SEGMENT_COLUMNS, "windows": WINDOW_COLUMNS}
 
 
 def run_metadata(model: Model, options: Options, *, tables: dict[str, Path] | None = None,
@@ -74,6 +72,7 @@ def run_metadata(model: Model, options: Options, *, tables: dict[str, Path] | No
         "sercli_version": __version__,
         "model": model.name,
         "model_card_sha256": model.card_hash,
+        "classes": list(model.classes),
         "feature_params": model.params.to_dict(),
         "hop_s": options.hop_s,
         "vad": options.vad,
@@ -158,6 +157,11 @@ def plan_output(output: Path, meta: dict, *, tables: dict[str, Path] | None = No
     return plan
 
 
+def _columns(plan: OutputPlan) -> dict[str, list[str]]:
+    """Columns of the run's tables (``files`` and the side tables), from the model's classes."""
+    return table_columns(plan.meta["classes"])
+
+
 def _open_journals(plan: OutputPlan) -> tuple[Journal, dict[str, Journal], set[str]]:
     """Carry out ``plan``: the journals to append to (file rows, side tables), and the paths already done."""
     journal = Journal.for_output(plan.output)
@@ -174,8 +178,8 @@ def _open_journals(plan: OutputPlan) -> tuple[Journal, dict[str, Journal], set[s
         return journal, sides, set()
     for name, side in sides.items():  # side tables before files, as during a run
         if plan.tables[name].exists():
-            side.append(_records(read_table(plan.tables[name]), SIDE_TABLES[name]))
-    rows = _records(read_table(plan.output), COLUMNS)
+            side.append(_records(read_table(plan.tables[name]), _columns(plan)[name]))
+    rows = _records(read_table(plan.output), _columns(plan)["files"])
     journal.append(rows)
     return journal, sides, {r["path"] for r in rows}
 
@@ -212,7 +216,7 @@ def annotate_to_file(
     stats = RunStats(total=len(paths))
     t0 = time.perf_counter()
     if plan is None:
-        stream = CsvStream(COLUMNS)
+        stream = CsvStream(table_columns(options.classes)["files"])
         try:
             for res in iter_chunks(paths, options, executor_factory=executor_factory):
                 stream.append(res.rows)
@@ -256,8 +260,8 @@ def annotate_to_file(
             mask = [p in finished and k not in seen and not seen.add(k) for p, k in zip(df["path"], key)]
             return df[mask]
 
-        write_atomic(_journal_frames(side, SIDE_TABLES[name], keep), plan.tables[name], plan.meta)
-    write_atomic(_journal_frames(journal, COLUMNS, lambda df: df), plan.output, plan.meta)
+        write_atomic(_journal_frames(side, _columns(plan)[name], keep), plan.tables[name], plan.meta)
+    write_atomic(_journal_frames(journal, _columns(plan)["files"], lambda df: df), plan.output, plan.meta)
     for side in sides.values():
         side.remove()
     journal.remove()

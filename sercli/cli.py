@@ -157,47 +157,82 @@ def evaluate(
 
 @app.command()
 def manifest(
-    root: Path = typer.Argument(..., help="Corpus folder in its original layout."),
-    corpus_format: str = typer.Option(..., "--format", help="crema-d, ravdess, tess or savee."),
+    source: Path = typer.Argument(..., help="A corpus folder, or a CSV of your labels (path and label columns)."),
+    corpus_format: str = typer.Option("folders", "--format", help="folders (DIR/<class>/*.wav), crema-d, ravdess, "
+                                      "tess or savee; ignored for a CSV."),
+    speaker: Optional[str] = typer.Option(None, "--speaker", help="Regex with a group that finds the speaker in "
+                                          "each path (for speaker-grouped validation).", metavar="REGEX"),
+    label_column: str = typer.Option("emotion", "--label-column", help="The label column of a CSV source."),
     output: Path = typer.Option(Path("manifest.csv"), "--output", "-o", help="Manifest CSV to write."),
     val: float = typer.Option(0.0, "--val", help="Add a split column with this share of rows as val "
                               "(whole speakers)."),
     test: float = typer.Option(0.0, "--test", help="... and this share as test (whole speakers)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split."),
 ) -> None:
-    """Build a training manifest (path, corpus, speaker, source_label, emotion) from a corpus folder.
+    """Build a manifest (path, emotion, speaker, ...) for train, fine-tuning or evaluate.
 
-    With --val/--test it also writes a speaker-independent split column (train/val/test).
+    From a folder per class (DIR/<class>/*.wav: the folder name is the label), a corpus in its
+    original layout, or a CSV of labels. With --val/--test it also writes a speaker-independent
+    split column (train/val/test).
     """
-    from .corpora import FORMATS, read_corpus
+    from .corpora import FORMATS, read_class_folders, read_corpus, read_labels_csv, speakers_from_paths
 
-    if corpus_format not in FORMATS:
-        _fail(f"unknown format {corpus_format!r}; choose one of {', '.join(FORMATS)}.")
-    if not root.is_dir():
-        _fail(f"{root} is not a folder.")
-    df = read_corpus(root, corpus_format)
-    if df.empty:
-        _fail(f"no {corpus_format} files with a label were found under {root}; nothing written.")
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         _fail("--val and --test are shares between 0 and 1 that sum to less than 1.")
+    try:
+        if source.is_file() and source.suffix.lower() == ".csv":
+            df = read_labels_csv(source, label_column=label_column)
+        elif not source.is_dir():
+            _fail(f"{source} is neither a folder nor a CSV file.")
+        elif corpus_format == "folders":
+            df = read_class_folders(source)
+        elif corpus_format in FORMATS:
+            df = read_corpus(source, corpus_format)
+        else:
+            _fail(f"unknown format {corpus_format!r}; choose folders or one of {', '.join(FORMATS)}.")
+        if speaker:
+            df["speaker"] = speakers_from_paths(df["path"], speaker)
+    except ValueError as exc:
+        _fail(str(exc))
+    if df.empty:
+        _fail(f"no labelled audio files were found in {source}; nothing written.")
+    if speaker and df["speaker"].isna().any():
+        n = int(df["speaker"].isna().sum())
+        typer.echo(f"sercli: warning: --speaker found no speaker in {n} of {len(df)} paths, e.g. "
+                   f"{df.loc[df['speaker'].isna(), 'path'].iloc[0]}", err=True)
     if val or test:
         from .corpora import speaker_split
 
         df["split"] = speaker_split(df, val=val, test=test, seed=seed)
     df.to_csv(output, index=False)
-    typer.echo(f"wrote {len(df)} rows to {output}", err=True)
+    counts = df["emotion"].value_counts()
+    typer.echo(f"wrote {len(df)} rows to {output} ({len(counts)} classes: "
+               f"{', '.join(f'{c} {n}' for c, n in counts.items())})", err=True)
 
 
 @app.command()
 def train(
-    manifest: Path = typer.Option(..., help="Manifest CSV: path,emotion,split columns."),
-    arch: str = typer.Option("mfcc-cnn", help="mel-cnn, mfcc-cnn or mfcc-crnn."),
+    manifest: Path = typer.Option(..., help="Manifest CSV: path, emotion (any labels), and a split or speaker "
+                                  "column."),
     out: Path = typer.Option(..., help="Model directory to write (resumes if it holds a checkpoint)."),
+    init: Optional[str] = typer.Option(None, "--init", help="Fine-tune this model (a shipped name or a model "
+                                       "directory) instead of training from scratch; its feature front end is "
+                                       "kept, and its head is replaced when the manifest's classes differ.",
+                                       metavar="NAME|DIR"),
+    arch: str = typer.Option("mfcc-cnn", help="mel-cnn, mfcc-cnn or mfcc-crnn (from scratch; --init keeps the "
+                             "base model's)."),
     split_column: str = typer.Option("split", help="Column with train/val/test, or loco:CORPUS to hold "
-                                     "that corpus out (leave-one-corpus-out)."),
-    epochs: int = typer.Option(25, help="Maximum epochs."),
+                                     "that corpus out (leave-one-corpus-out); without it every row trains, and a "
+                                     "validation slice is carved out (whole speakers where possible)."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default 25; 30 with --init)."),
+    freeze_epochs: Optional[int] = typer.Option(None, help="With --init: epochs that train only the classifier "
+                                                "head before the rest is unfrozen (default 5)."),
     seed: int = typer.Option(0, help="Random seed."),
-    patience: int = typer.Option(10, help="Stop after this many epochs without a better val macro-F1."),
+    patience: int = typer.Option(10, help="Stop after this many epochs without a better validation score."),
+    select_by: Optional[str] = typer.Option(None, help="What picks the best epoch: macro_f1 (default) or nll "
+                                            "(validation log-loss; the default with --init).",
+                                            metavar="macro_f1|nll"),
+    learning_rate: float = typer.Option(1e-3, help="Peak learning rate (with --init, of the head phase)."),
     mixup: float = typer.Option(0.2, help="Mixup Beta(alpha, alpha) parameter; 0 turns mixup off."),
     noise_prob: float = typer.Option(0.5, help="Share of training windows that get additive noise."),
     spec_augment: bool = typer.Option(True, help="SpecAugment frequency and time masks."),
@@ -213,27 +248,41 @@ def train(
     jobs: int = typer.Option(-1, help="Processes for feature extraction."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default ~/.cache/sercli)."),
 ) -> None:
-    """Train a model on the manifest's train rows, early-stopping on val."""
+    """Train a model on the manifest's train rows, early-stopping on val; or, with --init, fine-tune a
+    model on a few labelled clips of your own (at least 5 per class)."""
     _setup_logging()
     from .architectures import ARCHITECTURES
+    from .models import ModelNotFound, load_model
 
     if arch not in ARCHITECTURES:
         _fail(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
     if not manifest.is_file():
         _fail(f"the manifest {manifest} does not exist.")
-    from .training import TrainOptions
+    if init is not None:
+        try:
+            load_model(init)
+        except ModelNotFound as exc:
+            _fail(str(exc))
+    from .training import FINE_TUNING, TrainOptions
     from .training import train as run_train
 
     command = "sercli " + shlex.join(sys.argv[1:])
-    opts = TrainOptions(arch=arch, split_column=split_column, epochs=epochs, seed=seed, patience=patience,
-                        mixup_alpha=mixup, noise_prob=noise_prob, spec_augment=spec_augment,
-                        speed_perturb=speed_perturb, corpus_balance=corpus_balance,
-                        channel_prob=channel_prob, vtlp=vtlp, trim_db=trim_db, floor_db=floor_db)
+    if select_by not in (None, "macro_f1", "nll"):
+        _fail(f"--select-by must be macro_f1 or nll, not {select_by!r}.")
+    given = {k: v for k, v in {"epochs": epochs, "freeze_epochs": freeze_epochs, "select_by": select_by}.items()
+             if v is not None}
+    defaults = {**FINE_TUNING, "init": init} if init else {}
+    opts = TrainOptions(**{**defaults, **given, "arch": arch, "split_column": split_column, "seed": seed,
+                           "patience": patience, "learning_rate": learning_rate,
+                           "mixup_alpha": mixup,
+                           "noise_prob": noise_prob, "spec_augment": spec_augment, "speed_perturb": speed_perturb,
+                           "corpus_balance": corpus_balance, "channel_prob": channel_prob, "vtlp": vtlp,
+                           "trim_db": trim_db, "floor_db": floor_db})
     try:
         card = run_train(manifest, out, opts, jobs=jobs, cache_dir=cache_dir, command=command)
-    except ValueError as exc:  # unusable manifest: no split column, no readable files
+    except ValueError as exc:  # unusable manifest: no split column, no readable files, too few clips
         _fail(str(exc))
-    typer.echo(f"wrote {out} (best epoch {card['training']['best_epoch']}, "
+    typer.echo(f"wrote {out} ({len(card['classes'])} classes; best epoch {card['training']['best_epoch']}, "
                f"val macro-F1 {card['training']['val_macro_f1']:.3f})", err=True)
 
 

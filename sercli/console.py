@@ -10,7 +10,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import EMOTIONS
 
 err = Console(stderr=True)
 
@@ -43,8 +42,8 @@ def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, 
     try:
         mdl = load_model(model)
         tables = {name: path for name, path in (("segments", segments), ("windows", windows)) if path is not None}
-        options = Options(model=str(model), model_name=mdl.name, hop_s=hop_s, segments="segments" in tables,
-                          windows="windows" in tables, vad=vad)
+        options = Options.for_model(model, mdl, hop_s=hop_s, segments="segments" in tables,
+                                    windows="windows" in tables, vad=vad)
         plan = None
         if output != "-":
             meta = run_metadata(mdl, options, tables=tables, include=include, exclude=exclude)
@@ -86,7 +85,7 @@ def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, 
               "to finish.", file=sys.stderr)
         return 130
     if not quiet:
-        _print_summary(stats, seen, output)
+        _print_summary(stats, seen, output, options.classes)
     return 0 if stats.failed == 0 else 1
 
 
@@ -148,7 +147,7 @@ class _RateProgress:
         self._p.update(task, rate=f"{speed:.0f} files/s" if speed else "", **fields)
 
 
-def _print_summary(stats, seen: dict[str, list], output) -> None:
+def _print_summary(stats, seen: dict[str, list], output, classes: tuple[str, ...]) -> None:
     """The run's numbers, then the same emotion table as ``sercli summarize``."""
     import pandas as pd
 
@@ -166,7 +165,7 @@ def _print_summary(stats, seen: dict[str, list], output) -> None:
     table.add_row("output", str(output))
     err.print(table)
     if seen["status"]:
-        overall = summarize(pd.DataFrame(seen))
+        overall = summarize(pd.DataFrame(seen), classes=classes)
         err.print(_summary_table(overall, "this run"))
         err.print(_shares_table(overall))
 
@@ -312,10 +311,11 @@ def _summary_table(summary, title: str) -> Table:
 def _shares_table(summary) -> Table:
     table = Table(title=f"share of ok {summary.attrs.get('unit', 'files')} per emotion")
     table.add_column("group", justify="right")
-    for e in EMOTIONS:
-        table.add_column(e[:7], justify="right")
+    classes = summary.attrs["classes"]
+    for e in classes:
+        table.add_column(e, justify="right")
     for group, r in summary.iterrows():
-        table.add_row(str(group), *[_pct(r[f"share_{e}"]) for e in EMOTIONS])
+        table.add_row(str(group), *[_pct(r[f"share_{e}"]) for e in classes])
     return table
 
 

@@ -18,7 +18,8 @@ import pandas as pd
 from .audio import AUDIO_EXTENSIONS
 from .discovery import walk
 
-__all__ = ["EMOTIONS", "FORMATS", "read_corpus", "read_manifest", "parse_name", "speaker_split", "split_labels"]
+__all__ = ["EMOTIONS", "FORMATS", "parse_name", "read_class_folders", "read_corpus", "read_labels_csv", "read_manifest",
+           "speaker_split", "speakers_from_paths", "split_labels"]
 
 #: The seven classes, in model output order.
 from . import EMOTIONS
@@ -111,9 +112,54 @@ def read_corpus(root: str | Path, corpus: str, *, keep_unlabelled: bool = False)
     return pd.DataFrame(rows, columns=["path", "corpus", "speaker", "source_label", "emotion"])
 
 
+def read_class_folders(root: str | Path) -> pd.DataFrame:
+    """Manifest of a folder-per-class layout: every audio file under ``root/<class>/`` (at any
+    depth) has the label ``<class>``. Columns: ``path`` (absolute), ``emotion``.
+
+    Files directly in ``root`` have no class folder and are left out.
+    """
+    root = Path(root)
+    rows = []
+    for name in walk(root):
+        path = Path(name)
+        rel = path.relative_to(root)
+        if path.suffix.lower() in AUDIO_EXTENSIONS and len(rel.parts) > 1 and path.is_file():
+            rows.append({"path": os.path.abspath(path), "emotion": rel.parts[0]})
+    return pd.DataFrame(rows, columns=["path", "emotion"]).sort_values("path", ignore_index=True)
+
+
+def read_labels_csv(path: str | Path, *, label_column: str = "emotion") -> pd.DataFrame:
+    """A CSV of the user's labels (``path`` and ``label_column``; other columns are kept) as a
+    manifest: the label column becomes ``emotion``, relative paths resolve against the CSV's folder."""
+    df = pd.read_csv(path, dtype=str)
+    if label_column not in df.columns or "path" not in df.columns:
+        raise ValueError(f"The CSV {path} needs a path and a {label_column} column (it has "
+                         f"{', '.join(df.columns)}).")
+    if label_column != "emotion":
+        df = df.drop(columns=["emotion"], errors="ignore").rename(columns={label_column: "emotion"})
+    base = Path(os.path.abspath(path)).parent
+    df["path"] = [p if Path(p).is_absolute() else str(base / p) for p in df["path"]]
+    return df
+
+
+def speakers_from_paths(paths: pd.Series, regex: str) -> pd.Series:
+    r"""The speaker of each path: the regex's first named group (or first group), searched
+    anywhere in the path; ``<NA>`` where it does not match.
+
+    >>> speakers_from_paths(pd.Series(["/d/anger/spk03_take1.wav", "/d/calm/x.wav"]), r"spk(\d+)").tolist()
+    ['03', <NA>]
+    """
+    pattern = re.compile(regex)
+    if pattern.groups == 0:
+        raise ValueError(f"The speaker pattern {regex!r} needs a group, e.g. 'spk(\\d+)'.")
+    group = next(iter(pattern.groupindex), 1)
+    return paths.map(lambda p: (m := pattern.search(str(p))) and m.group(group)).astype("string")
+
+
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read a manifest CSV (``path,emotion[,speaker,split,...]``); relative paths are
-    resolved against the manifest's folder."""
+    resolved against the manifest's folder. ``emotion`` may hold any labels (a model trained
+    on them has those classes); rows without one are kept (``evaluate`` skips them)."""
     path = Path(path)
     df = pd.read_csv(path, dtype={"speaker": str})
     missing = {"path", "emotion"} - set(df.columns)
@@ -121,9 +167,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"The manifest {path} has no {' or '.join(sorted(missing))} column.")
     base = Path(os.path.abspath(path)).parent
     df["path"] = [p if Path(p).is_absolute() else str(base / p) for p in df["path"]]
-    unknown = sorted(set(df["emotion"].dropna()) - set(EMOTIONS))
-    if unknown:
-        raise ValueError(f"The manifest {path} has unknown emotion labels: {', '.join(map(str, unknown))}.")
+    df["emotion"] = df["emotion"].astype("string").str.strip().astype(object).where(df["emotion"].notna(), None)
     return df
 
 
@@ -154,13 +198,15 @@ def split_labels(df: pd.DataFrame, column: str) -> pd.Series:
     return df[column]
 
 
-def speaker_split(df: pd.DataFrame, *, val: float = 0.1, test: float = 0.0, seed: int = 0) -> pd.Series:
+def speaker_split(df: pd.DataFrame, *, val: float = 0.1, test: float = 0.0, seed: int = 0,
+                  by_speaker: bool = True) -> pd.Series:
     """A ``train``/``val``/``test`` label per row, holding out about ``val`` and ``test`` of the rows.
 
     With a ``speaker`` column of at least three speakers, each part holds whole speakers
     (scikit-learn's ``StratifiedGroupKFold``, stratified by emotion as far as speakers
     allow), so validation and test voices are never heard in training. Without one, the
-    parts are stratified random slices and share voices with training.
+    parts are stratified random slices and share voices with training (as they do with
+    ``by_speaker=False``).
 
     >>> m = pd.DataFrame({"speaker": [s for s in "abcdefghij" for _ in range(4)],
     ...                   "emotion": ["anger", "neutral"] * 20})
@@ -171,7 +217,7 @@ def speaker_split(df: pd.DataFrame, *, val: float = 0.1, test: float = 0.0, seed
     1
     """
     out = pd.Series("train", index=df.index, dtype=object)
-    grouped = "speaker" in df and df["speaker"].notna().all() and df["speaker"].nunique() >= 3
+    grouped = by_speaker and "speaker" in df and df["speaker"].notna().all() and df["speaker"].nunique() >= 3
     for part, frac in (("test", test), ("val", val)):
         rest = out.index[out.eq("train")]
         share = frac / max(1e-9, len(rest) / len(df))  # of what is still train

@@ -50,7 +50,7 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
     classified, with their status).
     """
     df = read_manifest(manifest)
-    rows = df[split_labels(df, split_column) == split]
+    rows = df[(split_labels(df, split_column) == split) & df["emotion"].notna()]
     if rows.empty:
         raise ValueError(f"The manifest has no rows with {split_column} = {split!r}.")
     pred = annotate(list(rows["path"]), model=model, jobs=jobs).files

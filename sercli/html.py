@@ -9,13 +9,22 @@ import io
 import numpy as np
 import pandas as pd
 
-from . import EMOTIONS
-from .reports import table_unit
+from .reports import classes_of, table_unit
 
 __all__ = ["render_report"]
 
-#: One colour per emotion, in EMOTIONS order.
-COLOURS = ["#d62728", "#8c564b", "#9467bd", "#ff7f0e", "#7f7f7f", "#1f77b4", "#2ca02c"]
+#: The colour of each shipped class; a model's other classes take colours from matplotlib's tab20.
+COLOURS = {"anger": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happiness": "#ff7f0e",
+           "neutral": "#7f7f7f", "sadness": "#1f77b4", "surprise": "#2ca02c"}
+
+
+def _colours(classes: list[str]) -> list[str]:
+    """One colour per class, in order."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    spare = iter(to_hex(c) for c in colormaps["tab20"].colors if to_hex(c) not in COLOURS.values())
+    return [COLOURS.get(c) or next(spare) for c in classes]
 
 
 def _svg(fig) -> str:
@@ -28,12 +37,13 @@ def _svg(fig) -> str:
     return text[text.index("<svg"):]
 
 
-def _distribution(summary_all: pd.Series, unit: str):
+def _distribution(overall: pd.DataFrame, unit: str):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3))
-    shares = [summary_all[f"share_{e}"] for e in EMOTIONS]
-    ax.bar(EMOTIONS, np.nan_to_num(shares), color=COLOURS)
+    classes = overall.attrs["classes"]
+    shares = [overall[f"share_{e}"].iloc[0] for e in classes]
+    ax.bar(classes, np.nan_to_num(shares), color=_colours(classes))
     ax.set_ylabel(f"share of {unit}")
     ax.set_title("Emotion distribution")
     ax.tick_params(axis="x", rotation=30)
@@ -46,7 +56,8 @@ def _stacked(groups: pd.DataFrame, unit: str, max_groups: int = 40):
     groups = groups.sort_values("files", ascending=False).head(max_groups)
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(groups) + 1.2))
     left = np.zeros(len(groups))
-    for e, c in zip(EMOTIONS, COLOURS):
+    classes = groups.attrs["classes"]
+    for e, c in zip(classes, _colours(classes)):
         v = groups[f"share_{e}"].fillna(0).to_numpy()
         ax.barh(groups.index.astype(str), v, left=left, color=c, label=e)
         left += v
@@ -78,7 +89,9 @@ def _timelines(df: pd.DataFrame, max_files: int = 12, max_bins: int = 600) -> st
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    probs = [f"prob_{e}" for e in EMOTIONS]
+    classes = classes_of(df)
+    colours = _colours(classes)
+    probs = [f"prob_{e}" for e in classes]
     ends = df.groupby("path")["end_s"].max().sort_values(ascending=False).head(max_files)
     longest = float(ends.max())
     width = max(longest / max_bins, 1.0)
@@ -87,20 +100,20 @@ def _timelines(df: pd.DataFrame, max_files: int = 12, max_bins: int = 600) -> st
     for lane, path in enumerate(ends.index):
         rows = df[df["path"] == path]
         n_bins = int(np.ceil(ends[path] / width))
-        mass = np.zeros((n_bins, len(EMOTIONS)))
+        mass = np.zeros((n_bins, len(classes)))
         for start, end, p in zip(rows["start_s"], rows["end_s"], rows[probs].to_numpy()):
             for b in range(int(start // width), min(n_bins, int(np.ceil(end / width)))):
                 overlap = min(end, (b + 1) * width) - max(start, b * width)
                 if overlap > 0:
                     mass[b] += overlap * np.nan_to_num(p)
-        for k, colour in enumerate(COLOURS):
+        for k, colour in enumerate(colours):
             bins = np.flatnonzero((mass.sum(axis=1) > 0) & (mass.argmax(axis=1) == k))
             ax.broken_barh([(b * width / scale, width / scale) for b in bins], (lane - 0.4, 0.8), color=colour)
     ax.set_yticks(range(len(ends)), [_short(p) for p in ends.index], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, longest / scale)
     ax.set_xlabel(f"time ({unit}); each bar is the dominant emotion of {width:.0f} s")
-    ax.legend(handles=[Patch(color=c, label=e) for e, c in zip(EMOTIONS, COLOURS)], ncol=7, fontsize=7,
+    ax.legend(handles=[Patch(color=c, label=e) for e, c in zip(classes, colours)], ncol=len(classes), fontsize=7,
               loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     return _svg(fig)
 
@@ -146,7 +159,7 @@ def render_report(df: pd.DataFrame, summary: pd.DataFrame, overall: pd.DataFrame
     parts += ["</table>", "<h2>Overview</h2>", _table(overall[["files", "ok", "failed", "duration_s",
                                                                 "mean_confidence", "low_confidence_share",
                                                                 "dominant"]].rename(columns={"files": unit}))]
-    parts += ["<div class='plots'>", _distribution(overall.iloc[0], unit), _confidence(df), "</div>"]
+    parts += ["<div class='plots'>", _distribution(overall, unit), _confidence(df), "</div>"]
     if len(summary) > 1 or summary.index[0] != "all":
         parts += ["<h2>By group</h2>", _stacked(summary, unit),
                   _table(summary[["files", "ok", "failed", "mean_confidence", "dominant"]].rename(columns={"files": unit}))]

@@ -87,6 +87,13 @@ class Model:
     def temperature(self) -> float:
         return float(self.card.get("temperature", 1.0))
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The classes of the model's outputs, in order (the card's, else the shipped seven)."""
+        from . import EMOTIONS
+
+        return tuple(self.card.get("classes", EMOTIONS))
+
     @cached_property
     def card_hash(self) -> str:
         return hashlib.sha256((self.path / CARD_FILE).read_bytes()).hexdigest()[:16] \
@@ -102,7 +109,7 @@ class Model:
         return interp
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """Raw logits ``(n, 7)`` for model inputs ``x`` of shape ``(n, n_features, frames)``."""
+        """Raw logits ``(n, classes)`` for model inputs ``x`` of shape ``(n, n_features, frames)``."""
         interp = self._interpreter
         inp = interp.get_input_details()[0]
         out = interp.get_output_details()[0]
@@ -115,7 +122,7 @@ class Model:
         return interp.get_tensor(out["index"]).copy()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Calibrated class probabilities ``(n, 7)`` for inputs ``(n, n_features, frames)``."""
+        """Calibrated class probabilities ``(n, classes)`` for inputs ``(n, n_features, frames)``."""
         return softmax(self.logits(x).astype(np.float64) / self.temperature)
 
 
@@ -135,10 +142,16 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL) -> Model:
 def render_card(card: dict) -> str:
     """The Markdown model card (``CARD.md``) for a ``card.json`` dict."""
     tr = card.get("training", {})
+    classes = card.get("classes", [])
+    base = tr.get("base_model")
     lines = [f"# {card.get('name')} ({card.get('arch')})", "",
-             f"Seven-class speech emotion classifier ({', '.join(card.get('classes', []))}); "
+             f"{len(classes)}-class speech emotion classifier ({', '.join(classes)}); "
              f"{card.get('params', '?')} parameters; temperature {card.get('temperature', 1.0):.3f} "
              "(fitted on the validation split).", "", "## Training", "",
+             *([f"- fine-tuned from `{base['name']}` (card sha256 `{base['card_sha256']}`, classes "
+                f"{', '.join(base['classes'])})"] if base else []),
+             *([f"- labelled clips per class: {', '.join(f'{c} {n}' for c, n in tr['clips_per_class'].items())}"]
+               if tr.get("clips_per_class") else []),
              f"- command: `{tr.get('command', '')}`",
              f"- manifest: `{tr.get('manifest', '')}` (sha256 `{tr.get('manifest_sha256', '')}`)",
              f"- split column: `{tr.get('split_column', '')}`; train {tr.get('n_train')} files, "

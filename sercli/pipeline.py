@@ -30,17 +30,31 @@ from .models import DEFAULT_MODEL, Model, load_model
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["COLUMNS", "SEGMENT_COLUMNS", "WINDOW_COLUMNS", "Annotation", "Options", "ChunkResult", "LocalExecutors",
-           "RunAborted", "annotate", "iter_chunks", "aggregate"]
+__all__ = ["COLUMNS", "SEGMENT_COLUMNS", "WINDOW_COLUMNS", "table_columns", "Annotation", "Options", "ChunkResult",
+           "LocalExecutors", "RunAborted", "annotate", "iter_chunks", "aggregate"]
 
+
+
+def table_columns(classes: Iterable[str] = EMOTIONS) -> dict[str, list[str]]:
+    """Output columns, in order, of the ``files``, ``segments`` and ``windows`` tables of a
+    model with ``classes``: one ``prob_<class>`` column per class of the model.
+
+    >>> table_columns(["calm", "tense"])["segments"]
+    ['path', 'start_s', 'end_s', 'emotion', 'confidence', 'prob_calm', 'prob_tense', 'windows', 'model']
+    """
+    probs = [f"prob_{c}" for c in classes]
+    return {
+        "files": ["path", "status", "error", "emotion", "confidence", *probs,
+                  "duration_s", "sample_rate", "channels", "segments", "windows", "flags", "model"],
+        "segments": ["path", "start_s", "end_s", "emotion", "confidence", *probs, "windows", "model"],
+        "windows": ["path", "start_s", "end_s", "silent", "emotion", "confidence", *probs, "model"],
+    }
+
+
+#: Columns of the tables of a model with the seven shipped classes: file rows; segment rows
+#: (one per speech region of a long file, one per short file); window rows.
+COLUMNS, SEGMENT_COLUMNS, WINDOW_COLUMNS = table_columns().values()
 PROB_COLUMNS = [f"prob_{e}" for e in EMOTIONS]
-#: File-level output columns, in order.
-COLUMNS = ["path", "status", "error", "emotion", "confidence", *PROB_COLUMNS,
-           "duration_s", "sample_rate", "channels", "segments", "windows", "flags", "model"]
-#: Segment-level output columns, in order: one row per speech region of a long file, one per short file.
-SEGMENT_COLUMNS = ["path", "start_s", "end_s", "emotion", "confidence", *PROB_COLUMNS, "windows", "model"]
-#: Window-level output columns, in order.
-WINDOW_COLUMNS = ["path", "start_s", "end_s", "silent", "emotion", "confidence", *PROB_COLUMNS, "model"]
 
 #: Files longer than this are refused: 4 hours.
 MAX_DURATION_S = 4 * 3600.0
@@ -56,6 +70,8 @@ class Options:
 
     model: str = DEFAULT_MODEL
     model_name: str = DEFAULT_MODEL
+    #: the model's classes, in output order (one ``prob_<class>`` column each)
+    classes: tuple[str, ...] = EMOTIONS
     hop_s: float | None = None
     #: return segment rows (speech regions of long files, the whole of short ones)
     segments: bool = False
@@ -64,6 +80,11 @@ class Options:
     #: split files into speech regions: "auto" (files of at least VAD_MIN_S), "on" or "off"
     vad: str = "auto"
     max_duration_s: float = MAX_DURATION_S
+
+    @classmethod
+    def for_model(cls, ref: str | Path, model: Model, **kwargs) -> "Options":
+        """Options for the loaded ``model`` that ``ref`` (a name or a directory) names."""
+        return cls(model=str(ref), model_name=model.name, classes=model.classes, **kwargs)
 
     def __post_init__(self) -> None:
         if self.vad not in VAD_MODES:
@@ -106,10 +127,10 @@ def _model(ref: str) -> Model:
     return cache[ref]
 
 
-def _base_row(path: str, model_name: str) -> dict:
-    row = dict.fromkeys(COLUMNS)
-    row.update(path=display_path(path), model=model_name, segments=0, windows=0, flags="")
-    for c in PROB_COLUMNS + ["confidence", "duration_s"]:
+def _base_row(path: str, options: Options) -> dict:
+    row = dict.fromkeys(table_columns(options.classes)["files"])
+    row.update(path=display_path(path), model=options.model_name, segments=0, windows=0, flags="")
+    for c in [f"prob_{c}" for c in options.classes] + ["confidence", "duration_s"]:
         row[c] = float("nan")
     return row
 
@@ -171,21 +192,21 @@ class _FileState:
             flags.append("padded")
         return ",".join(flags)
 
-    def add(self, probs: np.ndarray, w: Windows, options: Options, model_name: str) -> None:
+    def add(self, probs: np.ndarray, w: Windows, options: Options) -> None:
         """Fold classified windows into the file's sums (and its window rows)."""
         self.sums.add(probs, w.start_s, w.end_s, w.silent)
         self.span = [min(self.span[0], float(w.start_s.min())), max(self.span[1], float(w.end_s.max()))]
         if options.windows:
             for k in range(len(w.x)):
                 row = {"path": self.row["path"], "start_s": round(float(w.start_s[k]), 4),
-                       "end_s": round(float(w.end_s[k]), 4), "silent": bool(w.silent[k]), "model": model_name}
-                _fill(row, probs[k])
+                       "end_s": round(float(w.end_s[k]), 4), "silent": bool(w.silent[k]), "model": options.model_name}
+                _fill(row, probs[k], options.classes)
                 self.window_rows.append(row)
 
-    def add_segment(self, sums: _Sums, start_s: float, end_s: float, model_name: str) -> None:
+    def add_segment(self, sums: _Sums, start_s: float, end_s: float, options: Options) -> None:
         row = {"path": self.row["path"], "start_s": round(start_s, 4), "end_s": round(end_s, 4),
-               "windows": sums.n_windows, "model": model_name}
-        _fill(row, sums.probs())
+               "windows": sums.n_windows, "model": options.model_name}
+        _fill(row, sums.probs(), options.classes)
         self.segment_rows.append(row)
 
 
@@ -202,7 +223,7 @@ def annotate_chunk(paths: list, options: Options) -> ChunkResult:
     stage = {"decode": 0.0, "features": 0.0, "inference": 0.0}
     rows, waiting, audio_s = [], [], 0.0
     for path in paths:  # file paths, or ArrayAudio (the library's in-memory input)
-        row = _base_row(path.name if isinstance(path, ArrayAudio) else path, options.model_name)
+        row = _base_row(path.name if isinstance(path, ArrayAudio) else path, options)
         rows.append(row)
         state = _FileState(row, WindowStream(params, hop_s=options.hop_s))
         row["_state"] = state
@@ -231,7 +252,7 @@ def annotate_chunk(paths: list, options: Options) -> ChunkResult:
         if p is None:
             state.row.update(status="error", error=_unexpected("Classification", w))
             continue
-        state.add(p, w, options, model.name)
+        state.add(p, w, options)
         _finish(state, options)
     stage["inference"] += time.perf_counter() - t0
     states = [r.pop("_state") for r in rows if "_state" in r]
@@ -261,7 +282,7 @@ def _stream(path, state: _FileState, options: Options, model: Model, stage: dict
             t0 = time.perf_counter()
             batch = concat_windows(state.windows, params)
             state.windows = []
-            state.add(_predict(model, batch.x), batch, options, model.name)
+            state.add(_predict(model, batch.x), batch, options)
             stage["inference"] += time.perf_counter() - t0
 
 
@@ -333,12 +354,12 @@ def _classify_regions(state: _FileState, regions: list[tuple[float, float, Windo
     for start_s, end_s, w in regions:
         p = probs[i:i + len(w.x)]
         i += len(w.x)
-        state.add(p, w, options, model.name)
+        state.add(p, w, options)
         state.n_regions += 1
         if options.segments:
             sums = _Sums()
             sums.add(p, w.start_s, w.end_s, w.silent)
-            state.add_segment(sums, start_s, end_s, model.name)
+            state.add_segment(sums, start_s, end_s, options)
 
 
 def _finish(state: _FileState, options: Options) -> None:
@@ -351,11 +372,11 @@ def _finish(state: _FileState, options: Options) -> None:
         row.update(status="silent", segments=0, windows=state.sums.n_windows, error="The file has no speech energy "
                    f"(every frame is below {state.stream.params.silence_db:.0f} dBFS).")
         return
-    _fill(row, state.sums.probs())
+    _fill(row, state.sums.probs(), options.classes)
     row.update(status="ok", windows=state.sums.n_windows,
                segments=state.n_regions or 1)
     if options.segments and not state.n_regions:
-        state.add_segment(state.sums, state.span[0], state.span[1], row["model"])
+        state.add_segment(state.sums, state.span[0], state.span[1], options)
 
 
 def _predict(model: Model, x: np.ndarray) -> np.ndarray:
@@ -392,14 +413,14 @@ def _unexpected(stage: str, exc: BaseException) -> str:
     return f"{stage} failed unexpectedly ({type(exc).__name__}{': ' + detail if detail else ''})".rstrip(".") + "."
 
 
-def _fill(row: dict, probs: np.ndarray) -> None:
+def _fill(row: dict, probs: np.ndarray, classes: tuple[str, ...]) -> None:
     k = int(np.argmax(probs))
-    row.update(emotion=EMOTIONS[k], confidence=float(probs[k]))
-    row.update({c: float(v) for c, v in zip(PROB_COLUMNS, probs)})
+    row.update(emotion=classes[k], confidence=float(probs[k]))
+    row.update({f"prob_{c}": float(v) for c, v in zip(classes, probs)})
 
 
 def _crash_row(path: str, options: Options, reason: str) -> dict:
-    row = _base_row(path, options.model_name)
+    row = _base_row(path, options)
     row.update(status="crashed", error=f"The file crashed the worker process that decoded it ({reason}).")
     return row
 
@@ -594,7 +615,8 @@ def _crash_reason(exc: BaseException) -> str:
 class Annotation:
     """What :func:`annotate` returns.
 
-    ``files``: one row per input with :data:`COLUMNS`, sorted by path. ``segments``: one row
+    Columns are :func:`table_columns` of the model's classes (:data:`COLUMNS` etc. for the
+    shipped seven). ``files``: one row per input, sorted by path. ``segments``: one row
     per speech region of long files and one per short file, with :data:`SEGMENT_COLUMNS`
     (empty unless ``segments=True``). ``windows``: one row per classified window, with
     :data:`WINDOW_COLUMNS` (empty unless ``windows=True``). ``info``: the model, its card
@@ -642,7 +664,7 @@ def annotate(
     from .output import typed_frame
 
     mdl = load_model(model)  # fails here, not in a worker, for an unknown model
-    options = Options(model=str(model), model_name=mdl.name, hop_s=hop_s, segments=segments, windows=windows, vad=vad)
+    options = Options.for_model(model, mdl, hop_s=hop_s, segments=segments, windows=windows, vad=vad)
     if isinstance(inputs, np.ndarray):
         if not sample_rate:
             raise ValueError("An array needs its sample_rate.")
@@ -658,6 +680,7 @@ def annotate(
         return df.sort_values([c for c in ("path", "start_s") if c in columns], kind="stable").reset_index(drop=True)
 
     info = {k: v for k, v in run_metadata(mdl, options).items() if k not in ("include", "exclude")}
-    return Annotation(files=frame([r for res in results for r in res.rows], COLUMNS),
-                      segments=frame([x for res in results for x in res.segments], SEGMENT_COLUMNS),
-                      windows=frame([x for res in results for x in res.windows], WINDOW_COLUMNS), info=info)
+    columns = table_columns(mdl.classes)
+    return Annotation(files=frame([r for res in results for r in res.rows], columns["files"]),
+                      segments=frame([x for res in results for x in res.segments], columns["segments"]),
+                      windows=frame([x for res in results for x in res.windows], columns["windows"]), info=info)

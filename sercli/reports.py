@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
 from . import EMOTIONS
 
-__all__ = ["read_results", "summarize", "group_keys", "agreement", "scores", "class_order", "LOW_CONFIDENCE"]
+__all__ = ["read_results", "summarize", "group_keys", "agreement", "scores", "class_order", "classes_of",
+           "LOW_CONFIDENCE"]
 
 #: Rows with ``confidence`` below this count as low-confidence.
 LOW_CONFIDENCE = 0.5
@@ -30,15 +32,30 @@ LOW_CONFIDENCE = 0.5
 def read_results(path: str | Path) -> pd.DataFrame:
     """Read an ``annotate`` table (Parquet/CSV/JSONL, file- or segment-level).
 
-    ``emotion`` becomes an ordered categorical over the seven classes; Parquet
-    metadata (model, version, date) is in ``df.attrs``.
+    ``emotion`` becomes an ordered categorical over the model's classes (:func:`classes_of`);
+    Parquet metadata (model, version, date) is in ``df.attrs``.
     """
     from .output import read_table
 
     df = read_table(path)
     if "emotion" in df:
-        df["emotion"] = pd.Categorical(df["emotion"], categories=list(EMOTIONS), ordered=True)
+        df["emotion"] = pd.Categorical(df["emotion"], categories=classes_of(df), ordered=True)
     return df
+
+
+def classes_of(df: pd.DataFrame) -> list[str]:
+    """The classes of the model that made an emotion table: its ``prob_<class>`` columns in
+    order, else the categories of a categorical ``emotion``, else the shipped seven.
+
+    >>> classes_of(pd.DataFrame(columns=["path", "emotion", "prob_calm", "prob_tense"]))
+    ['calm', 'tense']
+    """
+    probs = [c[len("prob_"):] for c in df.columns if c.startswith("prob_")]
+    if probs:
+        return probs
+    if "emotion" in df and isinstance(df["emotion"].dtype, pd.CategoricalDtype):
+        return list(df["emotion"].cat.categories)
+    return list(EMOTIONS)
 
 
 def group_keys(paths: pd.Series, by: str, frame: pd.DataFrame | None = None) -> pd.Series:
@@ -79,15 +96,17 @@ def _distinct_ends(folders: pd.Series) -> pd.Series:
     return folders.map(lambda f: os.path.relpath(f, root))
 
 
-def summarize(df: pd.DataFrame, *, by: str | None = None) -> pd.DataFrame:
+def summarize(df: pd.DataFrame, *, by: str | None = None, classes: Iterable[str] | None = None) -> pd.DataFrame:
     """Per-group statistics of an emotion table (one group, ``all``, when ``by`` is None).
 
     Columns: ``files`` (rows: files, segments or windows, as ``.attrs["unit"]`` says), ``ok``,
     ``failed``, ``duration_s`` (audio covered, overlapping windows counted once), ``mean_confidence``,
     ``low_confidence_share`` (ok rows under :data:`LOW_CONFIDENCE`), ``dominant``, then
-    per emotion ``n_<emotion>`` (files), ``share_<emotion>`` (of ok files) and
-    ``duration_share_<emotion>`` (of ok audio).
+    per class ``n_<class>`` (files), ``share_<class>`` (of ok files) and
+    ``duration_share_<class>`` (of ok audio). ``classes``: the model's (default
+    :func:`classes_of` the table); they are in ``.attrs["classes"]``.
     """
+    classes = list(classes) if classes is not None else classes_of(df)
     keys = pd.Series("all", index=df.index) if by is None else group_keys(df["path"].astype(str), by, df)
     status = df["status"] if "status" in df else pd.Series("ok", index=df.index)
     ok = status.eq("ok")
@@ -108,21 +127,21 @@ def summarize(df: pd.DataFrame, *, by: str | None = None) -> pd.DataFrame:
     })
     out.insert(2, "failed", out["files"] - out["ok"])
     out.attrs["unit"] = table_unit(df)
+    out.attrs["classes"] = classes
     okf = frame[frame["ok"]]
-    counts = pd.crosstab(okf["group"], okf["emotion"]).reindex(index=out.index, columns=list(EMOTIONS),
-                                                                fill_value=0)
+    counts = pd.crosstab(okf["group"], okf["emotion"]).reindex(index=out.index, columns=classes, fill_value=0)
     dur = okf.pivot_table(index="group", columns="emotion", values="duration", aggfunc="sum", observed=False)
-    dur = dur.reindex(index=out.index, columns=list(EMOTIONS)).fillna(0.0)
+    dur = dur.reindex(index=out.index, columns=classes).fillna(0.0)
     out["dominant"] = pd.Series(
         [counts.columns[int(np.argmax(r))] if r.sum() else pd.NA for r in counts.to_numpy()],
         index=out.index, dtype="string")
     n_ok = counts.sum(axis=1).replace(0, np.nan)
     d_ok = dur.sum(axis=1).replace(0, np.nan)
-    for e in EMOTIONS:
+    for e in classes:
         out[f"n_{e}"] = counts[e].astype(int)
-    for e in EMOTIONS:
+    for e in classes:
         out[f"share_{e}"] = (counts[e] / n_ok).round(4)
-    for e in EMOTIONS:
+    for e in classes:
         out[f"duration_share_{e}"] = (dur[e] / d_ok).round(4)
     return out
 

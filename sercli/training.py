@@ -14,7 +14,7 @@ import logging
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +23,12 @@ import pandas as pd
 from . import features as F
 from .architectures import ARCHITECTURES, build
 from .audio import decode
-from .corpora import EMOTIONS, read_manifest, speaker_split, split_labels
-from .models import KERAS_FILE, MODEL_FILE, PARAMS_FILE, softmax
+from .corpora import read_manifest, speaker_split, split_labels
+from .models import KERAS_FILE, MODEL_FILE, PARAMS_FILE, load_model, render_card, softmax
 from .pipeline import aggregate
+from .reports import class_order
 
-__all__ = ["TrainOptions", "train", "manifest_hash"]
+__all__ = ["FINE_TUNING", "MIN_CLIPS_PER_CLASS", "TrainOptions", "manifest_hash", "train"]
 
 log = logging.getLogger("sercli.train")
 
@@ -62,6 +63,23 @@ class TrainOptions:
     #: feature parameters: trim leading/trailing non-speech, floor each window's dynamic range
     trim_db: float | None = None
     floor_db: float | None = None
+    #: fine-tune this model (a name or directory) instead of starting from random weights
+    init: str | None = None
+    #: with ``init``: epochs that train only the classifier head before the rest is unfrozen
+    freeze_epochs: int = 0
+    #: with ``init``: the learning rate is scaled by this once the network is unfrozen
+    unfrozen_lr_scale: float = 1.0
+    #: draw at least this many windows per epoch (small manifests see each file several times)
+    min_epoch_windows: int = 0
+    #: what picks the best epoch on validation: "macro_f1", or "nll" (smoother on a few clips)
+    select_by: str = "macro_f1"
+
+
+#: Defaults of ``sercli train --init``: a short schedule for a few labelled clips per class.
+FINE_TUNING = {"epochs": 30, "freeze_epochs": 5, "unfrozen_lr_scale": 0.1, "val_fraction": 0.2,
+               "min_epoch_windows": 1024}
+#: Fewest labelled clips of a class (training and validation together) that training accepts.
+MIN_CLIPS_PER_CLASS = 5
 
 
 def manifest_hash(df: pd.DataFrame) -> str:
@@ -223,10 +241,10 @@ def _augmented_window(entries: list, params: F.FeatureParams, opts: TrainOptions
     return x
 
 
-def _epoch_data(items: list, labels: np.ndarray, params: F.FeatureParams, opts: TrainOptions,
+def _epoch_data(items: list, labels: np.ndarray, n_classes: int, params: F.FeatureParams, opts: TrainOptions,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     x = np.stack([_augmented_window(e, params, opts, rng) for e in items])
-    y = np.eye(len(EMOTIONS), dtype=np.float32)[labels]
+    y = np.eye(n_classes, dtype=np.float32)[labels]
     if opts.mixup_alpha > 0:
         lam = rng.beta(opts.mixup_alpha, opts.mixup_alpha, size=len(x)).astype(np.float32)
         lam = np.maximum(lam, 1 - lam)  # the first sample dominates
@@ -240,7 +258,7 @@ def _epoch_data(items: list, labels: np.ndarray, params: F.FeatureParams, opts: 
 
 
 def _file_logits(model, items: list, params: F.FeatureParams, durations: list[float]) -> np.ndarray:
-    """Per-file window logits, as ``annotate`` sees them: ``list[(n_windows, 7)]`` + silence masks."""
+    """Per-file window logits, as ``annotate`` sees them: ``list[(n_windows, classes)]`` + silence masks."""
     wins = [F.windows_from_log_mel(e[0][0].astype(np.float32), e[0][1].astype(np.float32), params,
                                    duration_s=d) for e, d in zip(items, durations)]
     x = np.concatenate([w.x for w in wins])
@@ -256,13 +274,18 @@ def _file_probs(file_logits: list, temperature: float) -> np.ndarray:
     return np.stack([aggregate(softmax(lg / temperature), w.start_s, w.end_s, w.silent) for lg, w in file_logits])
 
 
+def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true labels under ``probs`` ``(n, classes)``."""
+    return float(-np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12)).mean())
+
+
 def fit_temperature(file_logits: list, labels: np.ndarray) -> float:
     """Temperature minimising the file-level negative log-likelihood on validation data."""
     from scipy.optimize import minimize_scalar
 
     def nll(log_t: float) -> float:
         p = _file_probs(file_logits, float(np.exp(log_t)))
-        return float(-np.log(np.maximum(p[np.arange(len(labels)), labels], 1e-12)).mean())
+        return _nll(p, labels)
 
     res = minimize_scalar(nll, bounds=(np.log(0.2), np.log(10.0)), method="bounded")
     return float(np.exp(res.x))
@@ -284,27 +307,99 @@ def cosine_lr(epoch: int, opts: TrainOptions) -> float:
 
 def _validation_slice(train: pd.DataFrame, opts: TrainOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Carve about ``opts.val_fraction`` of ``train`` out for validation (:func:`speaker_split`):
-    whole speakers when a ``speaker`` column exists, else a stratified slice (and a warning)."""
+    whole speakers when a ``speaker`` column exists, else a stratified slice (and a warning).
+
+    When whole speakers cannot give every class a clip on both sides (a few labelled clips
+    from a few voices), the slice is stratified instead, and a warning says so.
+    """
     parts = speaker_split(train, val=opts.val_fraction, seed=opts.seed)
+    labels = set(train["emotion"])
     if "speaker" not in train or train["speaker"].nunique() < 3:
         log.warning("no speaker column with 3 or more speakers: the validation slice shares voices with "
                     "training, so early stopping and calibration are fitted on voices it has heard")
+    elif any(set(train.loc[parts.eq(p), "emotion"]) != labels for p in ("train", "val")):
+        log.warning("whole speakers cannot give every class clips in both training and validation: the "
+                    "validation slice shares voices with training")
+        parts = speaker_split(train, val=opts.val_fraction, seed=opts.seed, by_speaker=False)
     return train[parts.eq("train")], train[parts.eq("val")]
 
 
 def _split(df: pd.DataFrame, opts: TrainOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
-    split = split_labels(df, opts.split_column)
-    train = df[split == "train"]
-    val = df[split == "val"]
+    if opts.split_column == "split" and "split" not in df:  # a manifest of labelled clips only
+        split = pd.Series("train", index=df.index)
+    else:
+        split = split_labels(df, opts.split_column)
+    labelled = df["emotion"].notna()
+    train = df[labelled & (split == "train")]
+    val = df[labelled & (split == "val")]
+    _check_clips(pd.concat([train, val]))
     if val.empty:
         train, val = _validation_slice(train, opts)
     return train.reset_index(drop=True), val.reset_index(drop=True)
+
+
+def _check_clips(rows: pd.DataFrame) -> None:
+    """Refuse, in one sentence, a class with fewer than :data:`MIN_CLIPS_PER_CLASS` clips."""
+    counts = rows["emotion"].value_counts()
+    if counts.empty:
+        raise ValueError("The manifest has no labelled training rows.")
+    few = counts[counts < MIN_CLIPS_PER_CLASS].sort_index()
+    if len(few):
+        listed = ", ".join(f"{c} {n}" for c, n in few.items())
+        raise ValueError(f"Too few labelled clips to train and validate: every class needs at least "
+                         f"{MIN_CLIPS_PER_CLASS} (at least one is kept for validation), and {listed} "
+                         f"{'has' if len(few) == 1 else 'have'} fewer.")
+
+
+def _initial_model(opts: TrainOptions, params: F.FeatureParams, classes: list[str], base):
+    """A fresh network, or the ``base`` model with its head fitted to ``classes``: kept when the
+    classes are the same, else replaced, with the weights of the classes both share copied."""
+    import keras
+
+    if base is None:
+        return build(opts.arch, params, n_classes=len(classes))
+    model = keras.saving.load_model(base.path / KERAS_FILE, safe_mode=True, compile=False)
+    if list(base.classes) == classes:
+        return model
+    head = model.get_layer("logits")
+    outputs = keras.layers.Dense(len(classes), name="logits")(head.input)
+    new = keras.Model(model.input, outputs, name=model.name)
+    kernel, bias = (w.copy() for w in new.get_layer("logits").get_weights())
+    old_kernel, old_bias = head.get_weights()
+    for j, c in enumerate(classes):
+        if c in base.classes:
+            i = base.classes.index(c)
+            kernel[:, j], bias[j] = old_kernel[:, i], old_bias[i]
+    new.get_layer("logits").set_weights([kernel, bias])
+    return new
+
+
+def _set_trainable(model, *, head_only: bool) -> None:
+    """Freeze all but the head, or all but batch normalisation (whose statistics stay those of the
+    base model: a few clips would only add noise to them)."""
+    from keras import layers
+
+    for layer in model.layers:
+        if head_only:
+            layer.trainable = layer.name == "logits"
+        else:
+            layer.trainable = not isinstance(layer, layers.BatchNormalization)
+
+
+def _compile(model, lr: float) -> None:
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
 
 
 def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: int = -1,
           cache_dir: str | Path | None = None, command: str = "") -> dict:
     """Train ``opts.arch`` on ``manifest`` into the model directory ``out``; returns the card.
 
+    The model's classes are the manifest's labels (the shipped seven first, in their order,
+    then others alphabetically). With ``opts.init`` the base model's feature front end and
+    weights are the start; its head is kept when the classes are its own, else replaced.
     Checkpoints after every epoch in ``out/checkpoint``; calling again with the same
     arguments resumes from the last checkpoint.
     """
@@ -313,15 +408,18 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
 
     out = Path(out)
     ckpt = out / "checkpoint"
-    ckpt.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir or Path.home() / ".cache" / "sercli")
-    keras.utils.set_random_seed(opts.seed)
-    tf.config.experimental.enable_op_determinism()
-
+    base = load_model(opts.init) if opts.init else None
+    if base is not None:  # the base model's front end, whatever the options said
+        opts = replace(opts, arch=base.card.get("arch", opts.arch), window_s=base.params.window_s,
+                       trim_db=base.params.trim_db, floor_db=base.params.floor_db)
     df = read_manifest(manifest)
     train_df, val_df = _split(df, opts)
-    params = F.FeatureParams(kind=ARCHITECTURES[opts.arch], window_s=opts.window_s, trim_db=opts.trim_db,
-                             floor_db=opts.floor_db)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(opts.seed)
+    tf.config.experimental.enable_op_determinism()
+    params = base.params if base is not None else F.FeatureParams(
+        kind=ARCHITECTURES[opts.arch], window_s=opts.window_s, trim_db=opts.trim_db, floor_db=opts.floor_db)
     t0 = time.time()
     feats = load_features(list(train_df["path"]) + list(val_df["path"]), params,
                           cache_dir=cache_dir, jobs=jobs)
@@ -329,21 +427,26 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
     val_df = val_df[val_df["path"].isin(feats)].reset_index(drop=True)
     if train_df.empty or val_df.empty:
         raise ValueError(f"No readable {'training' if train_df.empty else 'validation'} files in {manifest}.")
-    label_index = {e: i for i, e in enumerate(EMOTIONS)}
+    classes = class_order(set(train_df["emotion"]) | set(val_df["emotion"]))
+    label_index = {e: i for i, e in enumerate(classes)}
     y_train = train_df["emotion"].map(label_index).to_numpy()
     y_val = val_df["emotion"].map(label_index).to_numpy()
     train_items = [feats[p] for p in train_df["path"]]
     val_items = [feats[p] for p in val_df["path"]]
     val_dur = [len(e[0][1]) * params.hop_length / params.sample_rate for e in val_items]
-    log.info("train %d files, val %d files, features in %.0f s", len(train_items), len(val_items), time.time() - t0)
+    log.info("train %d files, val %d files, %d classes, features in %.0f s", len(train_items), len(val_items),
+             len(classes), time.time() - t0)
 
     # balanced class weights, as one weight per training file
-    counts = np.bincount(y_train, minlength=len(EMOTIONS))
-    sample_weight = (len(y_train) / (len(EMOTIONS) * np.maximum(counts, 1)))[y_train].astype(np.float32)
+    counts = np.bincount(y_train, minlength=len(classes))
+    sample_weight = (len(y_train) / (len(classes) * np.maximum(counts, 1)))[y_train].astype(np.float32)
     if opts.corpus_balance and "corpus" in train_df:
         share = train_df["corpus"].map(train_df["corpus"].value_counts(normalize=True)).to_numpy()
         sample_weight = sample_weight / (share * train_df["corpus"].nunique()).astype(np.float32)
         sample_weight = sample_weight / sample_weight.mean()
+    repeats = max(1, -(-opts.min_epoch_windows // len(train_items)))  # each file this many times an epoch
+    epoch_items, epoch_labels = train_items * repeats, np.tile(y_train, repeats)
+    epoch_weight = np.tile(sample_weight, repeats)
     state_file = ckpt / "state.json"
     if state_file.exists():
         state = json.loads(state_file.read_text())
@@ -351,11 +454,12 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
         model = keras.saving.load_model(ckpt / "last.keras", safe_mode=True)
         log.info("resuming after epoch %d", state["epoch"])
     else:
-        state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "since_best": 0, "history": [],
+        state = {"epoch": 0, "best_f1": -1.0, "best_score": -np.inf, "best_epoch": 0, "since_best": 0, "history": [],
                  "train_seconds": 0.0, "options": asdict(opts)}
-        model = build(opts.arch, params)
-        model.compile(optimizer=keras.optimizers.Adam(opts.learning_rate),
-                      loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        model = _initial_model(opts, params, classes, base)
+        if base is not None and opts.freeze_epochs > 0:
+            _set_trainable(model, head_only=True)
+        _compile(model, opts.learning_rate)
     from sklearn.metrics import f1_score
 
     while state["epoch"] < opts.epochs and state["since_best"] < opts.patience:
@@ -364,19 +468,27 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
         rng = np.random.default_rng([opts.seed, epoch])
         keras.utils.set_random_seed(opts.seed * 1000 + epoch)
         lr = cosine_lr(epoch, opts)
+        if base is not None and epoch >= opts.freeze_epochs:
+            lr *= opts.unfrozen_lr_scale
+            if epoch == opts.freeze_epochs:  # unfreeze, with a fresh optimiser for the new variables
+                _set_trainable(model, head_only=False)
+                _compile(model, lr)
         model.optimizer.learning_rate.assign(lr)
-        x, y = _epoch_data(train_items, y_train, params, opts, rng)
+        x, y = _epoch_data(epoch_items, epoch_labels, len(classes), params, opts, rng)
         hist = model.fit(x, y, batch_size=opts.batch_size, epochs=1, shuffle=True, verbose=0,
-                         sample_weight=sample_weight)
-        val_pred = _file_probs(_file_logits(model, val_items, params, val_dur), 1.0).argmax(axis=1)
+                         sample_weight=epoch_weight)
+        val_probs = _file_probs(_file_logits(model, val_items, params, val_dur), 1.0)
+        val_pred = val_probs.argmax(axis=1)
         f1 = float(f1_score(y_val, val_pred, average="macro"))
         acc = float((val_pred == y_val).mean())
+        nll = _nll(val_probs, y_val)
         state["epoch"] = epoch + 1
         state["train_seconds"] += time.time() - t_epoch
         state["history"].append({"epoch": epoch + 1, "loss": float(hist.history["loss"][-1]),
-                                 "val_accuracy": acc, "val_macro_f1": f1, "lr": lr})
-        if f1 > state["best_f1"]:
-            state.update(best_f1=f1, best_epoch=epoch + 1, since_best=0)
+                                 "val_accuracy": acc, "val_macro_f1": f1, "val_nll": nll, "lr": lr})
+        score = -nll if opts.select_by == "nll" else f1
+        if score > state.get("best_score", state["best_f1"]):
+            state.update(best_f1=f1, best_score=score, best_epoch=epoch + 1, since_best=0)
             _save_atomic(model, ckpt / "best.keras")
         else:
             state["since_best"] += 1
@@ -390,10 +502,11 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
     val_logits = _file_logits(best, val_items, params, val_dur)
     temperature = fit_temperature(val_logits, y_val)
     log.info("best epoch %d (val macro-F1 %.3f), temperature %.3f", state["best_epoch"], state["best_f1"], temperature)
+    clips = pd.concat([train_df, val_df])["emotion"].value_counts()
     card = {
         "name": out.name,
         "arch": opts.arch,
-        "classes": list(EMOTIONS),
+        "classes": classes,
         "temperature": temperature,
         "training": {
             "command": command,
@@ -402,6 +515,9 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
             "split_column": opts.split_column,
             "n_train": len(train_items),
             "n_val": len(val_items),
+            "clips_per_class": {c: int(clips.get(c, 0)) for c in classes},
+            **({"base_model": {"name": base.name, "card_sha256": base.card_hash,
+                               "classes": list(base.classes)}} if base is not None else {}),
             "options": asdict(opts),
             "best_epoch": state["best_epoch"],
             "epochs_run": state["epoch"],
@@ -454,6 +570,7 @@ def export(model, params: F.FeatureParams, card: dict, out: Path) -> None:
     old = json.loads(card_path.read_text()) if card_path.exists() else {}
     card = {**card, "evaluation": old.get("evaluation", {})}
     card_path.write_text(json.dumps(card, indent=1))
+    (out / "CARD.md").write_text(render_card(card))
 
 
 def _versions() -> dict[str, str]:

@@ -182,3 +182,21 @@ def test_timeline_of_a_long_recording_stays_readable(annotated, hours, tmp_path)
     img = np.asarray(Image.open(shot).convert("RGB"), dtype=float)
     colourful = (img.max(axis=2) - img.min(axis=2)) > 60
     assert colourful.mean() > 0.005  # the lane's coloured bars are drawn
+
+
+def test_summaries_and_html_follow_the_classes_of_the_table(tmp_path):
+    from sercli.html import render_report
+    from sercli.output import write_atomic
+
+    df = pd.DataFrame({"path": ["a/1.wav", "a/2.wav", "b/3.wav"], "status": ["ok"] * 3,
+                       "emotion": ["calm", "tense", "calm"], "confidence": [0.7, 0.6, 0.8],
+                       "prob_calm": [0.7, 0.4, 0.8], "prob_tense": [0.3, 0.6, 0.2], "duration_s": [2.0, 3.0, 1.0]})
+    write_atomic(iter([df]), tmp_path / "t.parquet", {"model": "mine"})
+    table = read_results(tmp_path / "t.parquet")
+    assert list(table["emotion"].cat.categories) == ["calm", "tense"]
+    by = summarize(table, by="folder")
+    assert by.attrs["classes"] == ["calm", "tense"]
+    assert by[["n_calm", "n_tense"]].to_numpy().tolist() == [[1, 1], [1, 0]]
+    assert not any(c.endswith("anger") for c in by.columns)
+    page = render_report(table, by, summarize(table), source="t.parquet")
+    assert "tense" in page and "anger" not in page
