@@ -30,6 +30,8 @@ __all__ = [
 ]
 
 EMOTIONS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
+#: The model ``annotate`` uses unless told otherwise.
+DEFAULT_MODEL = "mfcc-cnn"
 
 _LAZY = {
     "Annotation": "pipeline",

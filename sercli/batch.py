@@ -54,12 +54,14 @@ RUN_KEY = {
     "feature_params": "the model's feature parameters",
     "hop_s": "--hop",
     "vad": "--vad",
+    "calibration": "--calibration",
     "segments": "--segments",
     "windows": "--windows",
     "include": "--include",
     "exclude": "--exclude",
 }
-_KEY_DEFAULTS = {"segments": None, "windows": None, "vad": "auto", "include": [], "exclude": []}
+_KEY_DEFAULTS = {"segments": None, "windows": None, "vad": "auto", "calibration": "in-domain", "include": [],
+                 "exclude": []}
 
 
 def run_metadata(model: Model, options: Options, *, tables: dict[str, Path] | None = None,
@@ -76,6 +78,8 @@ def run_metadata(model: Model, options: Options, *, tables: dict[str, Path] | No
         "feature_params": model.params.to_dict(),
         "hop_s": options.hop_s,
         "vad": options.vad,
+        "calibration": options.calibration,
+        "temperature": model.temperature,
         **{name: str(Path(path).resolve()) for name, path in (tables or {}).items()},
         "include": sorted(include),
         "exclude": sorted(exclude),

@@ -12,6 +12,8 @@ from typing import List, Optional
 
 import typer
 
+from . import DEFAULT_MODEL
+
 def _flags_without_type() -> None:
     """Typer 0.29 shows boolean flags as ``--quiet <bool>``, as if they took a value, and
     arguments with their Python type (``<list[str]>``); show neither."""
@@ -59,7 +61,7 @@ def _setup_logging(quiet: bool = False) -> None:
 @app.command()
 def annotate(
     inputs: List[str] = typer.Argument(..., help="Audio files, folders (recursive), or - for paths on stdin."),
-    model: str = typer.Option("mfcc-cnn", "--model", "-m", help="Shipped model name or model directory.", metavar="NAME|DIR"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Shipped model name or model directory.", metavar="NAME|DIR"),
     output: str = typer.Option("emotions.parquet", "--output", "-o",
                                help="Output table: .parquet, .csv or .jsonl; - for CSV on stdout.", metavar="FILE"),
     segments: Optional[Path] = typer.Option(None, "--segments", help="Also write the segment table here: one row "
@@ -68,6 +70,9 @@ def annotate(
     vad: str = typer.Option("auto", "--vad", help="Split files into speech regions: auto (files of 30 s or "
                             "more), on, or off.", metavar="auto|on|off"),
     jobs: int = typer.Option(-1, "--jobs", "-j", help="Worker processes (-1: every core).", metavar="N"),
+    calibration: str = typer.Option("off-domain", "--calibration", help="off-domain (default: confidence for "
+                                    "recordings unlike the training corpora) or in-domain (for audio like them).",
+                                    metavar="off-domain|in-domain"),
     hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between windows "
                                         "(default: half a window, 1.5 s).", metavar="SECONDS"),
     include: List[str] = typer.Option([], "--include", help="Only files matching this glob (repeatable).", metavar="GLOB"),
@@ -88,8 +93,7 @@ def annotate(
 
     try:
         code = run_annotate(inputs=inputs, model=model, output=output, segments=segments, windows=windows, vad=vad,
-                            jobs=jobs, hop_s=hop,
-                            include=include, exclude=exclude, overwrite=overwrite, resume=resume, backend=backend,
+                            jobs=jobs, hop_s=hop, calibration=calibration, include=include, exclude=exclude, overwrite=overwrite, resume=resume, backend=backend,
                             scheduler=scheduler, quiet=quiet)
     except KeyboardInterrupt:  # before the run started, or while its table was written: nothing half-done
         typer.echo("sercli: interrupted; run the same command again (with --resume if a journal was left).", err=True)
@@ -136,7 +140,7 @@ def summarize(
 
 @app.command()
 def evaluate(
-    model: str = typer.Option("mfcc-cnn", "--model", "-m", help="Shipped model name or model directory.", metavar="NAME|DIR"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Shipped model name or model directory.", metavar="NAME|DIR"),
     manifest: Path = typer.Option(..., help="Manifest CSV with path, emotion and a split column."),
     split: str = typer.Option("test", help="Which rows to evaluate."),
     split_column: str = typer.Option("split", help="Column holding the split, or loco:CORPUS "
@@ -146,12 +150,14 @@ def evaluate(
     record: List[Path] = typer.Option([], "--record", help="Store the result in this model directory's card "
                                       "(under the split column's protocol); repeatable."),
     jobs: int = typer.Option(-1, "--jobs", "-j", help="Worker processes."),
+    calibration: str = typer.Option("off-domain", "--calibration", help="Calibration of the confidence "
+                                    "(as annotate); ECE is reported for both.", metavar="off-domain|in-domain"),
 ) -> None:
-    """Accuracy, macro-F1, per-class and per-corpus tables and ECE on a manifest split."""
+    """Accuracy, UAR, macro-F1, per-class and per-corpus tables and ECE on a manifest split."""
     from .console import run_evaluate
 
     raise typer.Exit(run_evaluate(model=model, manifest=manifest, split=split, split_column=split_column,
-                                  json_out=json_out, plot=plot, record=record, jobs=jobs,
+                                  json_out=json_out, plot=plot, record=record, jobs=jobs, calibration=calibration,
                                   command="sercli " + shlex.join(sys.argv[1:])))
 
 
@@ -195,7 +201,9 @@ def manifest(
     except ValueError as exc:
         _fail(str(exc))
     if df.empty:
-        _fail(f"no labelled audio files were found in {source}; nothing written.")
+        layout = "audio files in class folders" if corpus_format == "folders" else f"{corpus_format} files"
+        _fail(f"no {layout} with a label were found under {source}; nothing written." if source.is_dir()
+              else f"the CSV {source} has no rows; nothing written.")
     if speaker and df["speaker"].isna().any():
         n = int(df["speaker"].isna().sum())
         typer.echo(f"sercli: warning: --speaker found no speaker in {n} of {len(df)} paths, e.g. "
@@ -226,7 +234,7 @@ def train(
                                      "validation slice is carved out (whole speakers where possible)."),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default 25; 30 with --init)."),
     freeze_epochs: Optional[int] = typer.Option(None, help="With --init: epochs that train only the classifier "
-                                                "head before the rest is unfrozen (default 5)."),
+                                                "head before the rest is unfrozen (default 0)."),
     seed: int = typer.Option(0, help="Random seed."),
     patience: int = typer.Option(10, help="Stop after this many epochs without a better validation score."),
     select_by: Optional[str] = typer.Option(None, help="What picks the best epoch: macro_f1 (default) or nll "

@@ -19,8 +19,8 @@ def _fail(message: str) -> int:
     return 2
 
 
-def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, include, exclude, overwrite, resume,
-                 backend, scheduler, quiet) -> int:
+def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, calibration, include, exclude,
+                 overwrite, resume, backend, scheduler, quiet) -> int:
     """``sercli annotate``; returns the exit status."""
     import os
 
@@ -40,7 +40,7 @@ def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, 
         return _fail(f"{'no input exists' if len(missing) > 1 else 'the input does not exist'}: "
                      f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}.")
     try:
-        mdl = load_model(model)
+        mdl = load_model(model, calibration=calibration)
         tables = {name: path for name, path in (("segments", segments), ("windows", windows)) if path is not None}
         options = Options.for_model(model, mdl, hop_s=hop_s, segments="segments" in tables,
                                     windows="windows" in tables, vad=vad)
@@ -171,17 +171,21 @@ def _print_summary(stats, seen: dict[str, list], output, classes: tuple[str, ...
 
 
 def print_models() -> None:
+    from . import DEFAULT_MODEL
     from .models import available_models, load_model
 
-    table = Table(title="shipped models (speaker-independent test split)")
-    for col in ("model", "arch", "accuracy", "macro-F1", "ECE", "study-protocol acc", "params"):
+    table = Table(title="shipped models: new speakers of the training corpora (split test), and corpora "
+                        "they were not trained on (LOCO mean)")
+    for col in ("model", "arch", "accuracy", "UAR", "macro-F1", "LOCO UAR", "params"):
         table.add_column(col)
     for name in available_models():
         m = load_model(name)
         ev = m.card.get("evaluation", {})
-        si, sp = ev.get("speaker_independent", {}), ev.get("study_protocol", {})
-        table.add_row(name, m.card.get("arch", ""), _fmt(si.get("accuracy")), _fmt(si.get("macro_f1")),
-                      _fmt(si.get("ece")), _fmt(sp.get("accuracy")), f"{m.card.get('params', '')}")
+        si = ev.get("speaker_independent", {})
+        loco = [v["uar"] for k, v in ev.items() if k.startswith("loco_")]
+        table.add_row(name + (" (default)" if name == DEFAULT_MODEL else ""), m.card.get("arch", ""),
+                      _fmt(si.get("accuracy")), _fmt(si.get("uar")), _fmt(si.get("macro_f1")),
+                      _fmt(sum(loco) / len(loco) if loco else None), f"{m.card.get('params', '')}")
     Console().print(table)
 
 
@@ -201,16 +205,17 @@ def print_card(name: str) -> int:
     return 0
 
 
-def run_evaluate(*, model, manifest, split, split_column, json_out, plot, record, jobs, command) -> int:
+def run_evaluate(*, model, manifest, split, split_column, json_out, plot, record, jobs, calibration, command) -> int:
     """``sercli evaluate``; returns the exit status."""
     from .evaluation import evaluate, plot_confusion, record_in_card
     from .models import ModelNotFound, load_model
 
     try:
-        load_model(model)
+        load_model(model, calibration=calibration)
         if not manifest.is_file():
             return _fail(f"the manifest {manifest} does not exist.")
-        metrics, _ = evaluate(model, manifest, split=split, split_column=split_column, jobs=jobs)
+        metrics, _ = evaluate(model, manifest, split=split, split_column=split_column, jobs=jobs,
+                              calibration=calibration)
     except (ModelNotFound, ValueError) as exc:
         return _fail(str(exc))
     out = Console()
@@ -220,8 +225,9 @@ def run_evaluate(*, model, manifest, split, split_column, json_out, plot, record
     for cls, m in metrics["per_class"].items():
         table.add_row(cls, f"{m['precision']:.2f}", f"{m['recall']:.2f}", f"{m['f1']:.2f}", f"{int(m['support'])}")
     out.print(table)
+    eces = metrics.get("ece_by_calibration", {metrics["calibration"]: metrics["ece"]})
     out.print(f"accuracy {metrics['accuracy']:.4f}   UAR {metrics['uar']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
-              f"ECE {metrics['ece']:.4f}", highlight=False)
+              "ECE " + ", ".join(f"{v:.4f} ({k} calibration)" for k, v in eces.items()), highlight=False)
     if metrics.get("per_corpus"):
         ct = Table(title="per corpus")
         for col in ("corpus", "n", "accuracy", "UAR", "macro-F1", "ECE"):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .corpora import read_manifest, split_labels
+from .models import CALIBRATIONS, load_model
 from .pipeline import annotate
 from .reports import agreement
 
@@ -41,27 +42,33 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n
 
 
 def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_column: str = "split",
-             jobs: int = -1) -> tuple[dict, pd.DataFrame]:
+             jobs: int = -1, calibration: str = "off-domain") -> tuple[dict, pd.DataFrame]:
     """Classify the manifest's ``split`` rows; returns (metrics, per-file predictions).
 
     Metrics: ``n``, ``accuracy``, ``uar`` and ``macro_f1`` (both over the classes present in
-    the truth), ``ece`` (15 bins), ``per_class``, ``per_corpus`` (the same headline numbers),
-    ``confusion`` (rows true, columns predicted), ``not_ok`` (files that could not be
-    classified, with their status).
+    the truth), ``ece`` (15 bins, with ``calibration``), ``per_class``, ``per_corpus`` (the same
+    headline numbers), ``confusion`` (rows true, columns predicted), ``not_ok`` (files that
+    could not be classified, with their status). For a model with an off-domain scale,
+    ``ece_by_calibration`` gives the ECE under both calibrations (the files are classified twice).
     """
     df = read_manifest(manifest)
     rows = df[(split_labels(df, split_column) == split) & df["emotion"].notna()]
     if rows.empty:
         raise ValueError(f"The manifest has no rows with {split_column} = {split!r}.")
-    pred = annotate(list(rows["path"]), model=model, jobs=jobs).files
-    pred = pred.merge(rows.rename(columns={"emotion": "true"}), on="path", how="left")
+
+    def run(calibration: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        pred = annotate(list(rows["path"]), model=model, jobs=jobs, calibration=calibration).files
+        pred = pred.merge(rows.rename(columns={"emotion": "true"}), on="path", how="left")
+        return pred, pred[pred["status"].eq("ok")]
+
+    pred, ok = run(calibration)
     scored = agreement(pred, rows[["path", "emotion"]])
-    ok = pred[pred["status"].eq("ok")]
     metrics = {
         "model": str(model),
         "manifest": str(manifest),
         "split_column": split_column,
         "split": split,
+        "calibration": calibration,
         **_headline(scored, ok),
         "per_class": scored["per_class"].round(4).to_dict(orient="index"),
         "confusion": {"labels": list(scored["confusion"].index), "matrix": scored["confusion"].to_numpy().tolist()},
@@ -70,6 +77,10 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
     if "corpus" in pred:
         metrics["per_corpus"] = {corpus: _headline(agreement(g, rows[["path", "emotion"]]), g)
                                  for corpus, g in ok.groupby("corpus")}
+    if "off_domain_scale" in load_model(model).card.get("calibration", {}):
+        other = next(c for c in CALIBRATIONS if c != calibration)
+        metrics["ece_by_calibration"] = {calibration: metrics["ece"],
+                                         other: _headline(scored, run(other)[1])["ece"]}
     return metrics, pred
 
 
@@ -86,7 +97,7 @@ def record_in_card(model_dir: str | Path, metrics: dict, command: str) -> str:
 
     Returns the protocol key it was stored under.
     """
-    from .models import CARD_FILE, load_model, render_card
+    from .models import CARD_FILE, render_card
 
     model_dir = Path(model_dir)
     card_path = model_dir / CARD_FILE

@@ -19,15 +19,19 @@ from typing import Iterator
 
 import numpy as np
 
+from . import DEFAULT_MODEL
 from .features import FeatureParams
 
-__all__ = ["Model", "ModelNotFound", "available_models", "load_model", "softmax", "models_dir"]
+__all__ = ["CALIBRATIONS", "Model", "ModelNotFound", "available_models", "load_model", "models_dir", "softmax"]
 
 KERAS_FILE = "model.keras"
 MODEL_FILE = "model.tflite"
 PARAMS_FILE = "params.json"
 CARD_FILE = "card.json"
-DEFAULT_MODEL = "mfcc-cnn"
+#: How probabilities are calibrated: "off-domain" (for recordings unlike the training corpora:
+#: the temperature times the card's ``off_domain_scale``, fitted leave-one-corpus-out) or
+#: "in-domain" (the temperature fitted on the training corpora's validation speakers).
+CALIBRATIONS = ("off-domain", "in-domain")
 
 
 class ModelNotFound(Exception):
@@ -82,10 +86,14 @@ class Model:
     name: str
     params: FeatureParams
     card: dict
+    calibration: str = CALIBRATIONS[0]
 
     @property
     def temperature(self) -> float:
-        return float(self.card.get("temperature", 1.0))
+        """The softmax temperature of :attr:`calibration`; a model without an off-domain scale
+        (e.g. one fine-tuned on the user's own labels, calibrated on them) has one temperature."""
+        scale = self.card.get("calibration", {}).get("off_domain_scale", 1.0)
+        return float(self.card.get("temperature", 1.0)) * (scale if self.calibration == "off-domain" else 1.0)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -126,8 +134,11 @@ class Model:
         return softmax(self.logits(x).astype(np.float64) / self.temperature)
 
 
-def load_model(name_or_path: str | Path = DEFAULT_MODEL) -> Model:
-    """Load a shipped model by name (``mfcc-cnn``) or a model directory by path."""
+def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, calibration: str = CALIBRATIONS[0]) -> Model:
+    """Load a shipped model by name (``mfcc-cnn``) or a model directory by path, with its
+    probabilities calibrated for ``calibration`` (:data:`CALIBRATIONS`)."""
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"calibration must be {' or '.join(CALIBRATIONS)}, not {calibration!r}.")
     path = Path(name_or_path)
     if not (path / MODEL_FILE).is_file():
         path = models_dir() / str(name_or_path)
@@ -136,7 +147,8 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL) -> Model:
         raise ModelNotFound(f"No model named {str(name_or_path)!r} (shipped models: {names}).")
     params = FeatureParams.from_dict(json.loads((path / PARAMS_FILE).read_text()))
     card = json.loads((path / CARD_FILE).read_text()) if (path / CARD_FILE).exists() else {}
-    return Model(path=path.resolve(), name=card.get("name", path.name), params=params, card=card)
+    return Model(path=path.resolve(), name=card.get("name", path.name), params=params, card=card,
+                 calibration=calibration)
 
 
 def render_card(card: dict) -> str:
@@ -147,7 +159,10 @@ def render_card(card: dict) -> str:
     lines = [f"# {card.get('name')} ({card.get('arch')})", "",
              f"{len(classes)}-class speech emotion classifier ({', '.join(classes)}); "
              f"{card.get('params', '?')} parameters; temperature {card.get('temperature', 1.0):.3f} "
-             "(fitted on the validation split).", "", "## Training", "",
+             "(fitted on the validation split)"
+             + (f"; off-domain calibration multiplies it by {cal['off_domain_scale']:.2f} ({cal.get('how', '')})"
+                if (cal := card.get("calibration", {})).get("off_domain_scale") else "") + ".",
+             "", "## Training", "",
              *([f"- fine-tuned from `{base['name']}` (card sha256 `{base['card_sha256']}`, classes "
                 f"{', '.join(base['classes'])})"] if base else []),
              *([f"- labelled clips per class: {', '.join(f'{c} {n}' for c, n in tr['clips_per_class'].items())}"]
@@ -164,11 +179,15 @@ def render_card(card: dict) -> str:
     titles = {"speaker_independent": "Speaker-independent test split (`split`)",
               "study_protocol": "Study protocol (`split_random`; a model trained on its train part)"}
     for key, ev in card.get("evaluation", {}).items():
-        lines += [f"## {titles.get(key, key)}", "", f"Command: `{ev.get('command', '')}`", "",
+        title = titles.get(key) or (f"Leave-one-corpus-out: {key[5:]} held out (a model of this recipe trained "
+                                    "on the other corpora)" if key.startswith("loco_") else key)
+        lines += [f"## {title}", "", f"Command: `{ev.get('command', '')}`", "",
                   f"accuracy **{ev['accuracy']:.3f}**, "
                   + (f"UAR **{ev['uar']:.3f}**, " if "uar" in ev else "")
                   + f"macro-F1 **{ev['macro_f1']:.3f}**, "
-                  f"ECE {ev.get('ece', float('nan')):.3f}, n = {ev['n']}"
+                  + ("ECE " + ", ".join(f"{v:.3f} ({k} calibration)" for k, v in ev["ece_by_calibration"].items())
+                     if ev.get("ece_by_calibration") else f"ECE {ev.get('ece', float('nan')):.3f}")
+                  + f", n = {ev['n']}"
                   + (f" ({ev['not_ok']} files not classified)" if ev.get("not_ok") else ""), ""]
         if ev.get("trained_by"):
             lines += [f"Model trained by: `{ev['trained_by']}`", ""]

@@ -72,6 +72,8 @@ class Options:
     model_name: str = DEFAULT_MODEL
     #: the model's classes, in output order (one ``prob_<class>`` column each)
     classes: tuple[str, ...] = EMOTIONS
+    #: "off-domain" or "in-domain" (:data:`~sercli.models.CALIBRATIONS`)
+    calibration: str = "off-domain"
     hop_s: float | None = None
     #: return segment rows (speech regions of long files, the whole of short ones)
     segments: bool = False
@@ -84,7 +86,8 @@ class Options:
     @classmethod
     def for_model(cls, ref: str | Path, model: Model, **kwargs) -> "Options":
         """Options for the loaded ``model`` that ``ref`` (a name or a directory) names."""
-        return cls(model=str(ref), model_name=model.name, classes=model.classes, **kwargs)
+        return cls(model=str(ref), model_name=model.name, classes=model.classes, calibration=model.calibration,
+                   **kwargs)
 
     def __post_init__(self) -> None:
         if self.vad not in VAD_MODES:
@@ -116,15 +119,16 @@ def aggregate(probs: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, silent:
 _per_thread = threading.local()
 
 
-def _model(ref: str) -> Model:
+def _model(options: Options) -> Model:
     """The model, loaded once per thread: a LiteRT interpreter must never be shared between
     threads (a Dask worker runs several tasks at once in threads)."""
     cache = getattr(_per_thread, "models", None)
     if cache is None:
         cache = _per_thread.models = {}
-    if ref not in cache:
-        cache[ref] = load_model(ref)
-    return cache[ref]
+    key = (options.model, options.calibration)
+    if key not in cache:
+        cache[key] = load_model(options.model, calibration=options.calibration)
+    return cache[key]
 
 
 def _base_row(path: str, options: Options) -> dict:
@@ -218,7 +222,7 @@ def annotate_chunk(paths: list, options: Options) -> ChunkResult:
     one batch at the end of the chunk; a long file's windows are classified as soon as a batch
     is full, so memory does not depend on file length.
     """
-    model = _model(options.model)
+    model = _model(options)
     params = model.params
     stage = {"decode": 0.0, "features": 0.0, "inference": 0.0}
     rows, waiting, audio_s = [], [], 0.0
@@ -639,6 +643,7 @@ def annotate(
     vad: str = "auto",
     jobs: int = -1,
     hop_s: float | None = None,
+    calibration: str = "off-domain",
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
 ) -> Annotation:
@@ -648,7 +653,8 @@ def annotate(
     this process, with ``path`` ``"<array>"``; paths go to ``jobs`` worker processes.
     ``vad``: ``"auto"`` splits files of :data:`VAD_MIN_S` seconds or more into speech regions
     (windows are taken within speech, and the file's result covers speech only); ``"on"``
-    does so for every file, ``"off"`` for none.
+    does so for every file, ``"off"`` for none. ``calibration``: ``"off-domain"`` (confidence for
+    recordings unlike the training corpora) or ``"in-domain"`` (:data:`~sercli.models.CALIBRATIONS`).
 
     >>> import sercli
     >>> result = sercli.annotate("examples", model="mfcc-cnn", jobs=1)
@@ -663,7 +669,7 @@ def annotate(
     from .batch import run_metadata
     from .output import typed_frame
 
-    mdl = load_model(model)  # fails here, not in a worker, for an unknown model
+    mdl = load_model(model, calibration=calibration)  # fails here, not in a worker, for an unknown model
     options = Options.for_model(model, mdl, hop_s=hop_s, segments=segments, windows=windows, vad=vad)
     if isinstance(inputs, np.ndarray):
         if not sample_rate:

@@ -76,8 +76,8 @@ class TrainOptions:
 
 
 #: Defaults of ``sercli train --init``: a short schedule for a few labelled clips per class.
-FINE_TUNING = {"epochs": 30, "freeze_epochs": 5, "unfrozen_lr_scale": 0.1, "val_fraction": 0.2,
-               "min_epoch_windows": 1024}
+FINE_TUNING = {"epochs": 30, "freeze_epochs": 0, "unfrozen_lr_scale": 0.1, "val_fraction": 0.2,
+               "min_epoch_windows": 1024, "select_by": "nll"}
 #: Fewest labelled clips of a class (training and validation together) that training accepts.
 MIN_CLIPS_PER_CLASS = 5
 

@@ -78,7 +78,8 @@ def test_rerun_without_resume_after_an_interrupt_is_refused_and_keeps_the_journa
     (["--hop", "1.0"], "--hop: not given then, 1.0 now"),
     (["--include", "f00*"], "--include: not given then, f00* now"),
     (["--segments", "SEG"], "--segments: not given then"),
-], ids=["hop", "include", "segments"])
+    (["--calibration", "in-domain"], "--calibration: 'off-domain' then, 'in-domain' now"),
+], ids=["hop", "include", "segments", "calibration"])
 def test_resume_with_changed_options_is_refused_in_one_sentence(many, model, tmp_path, changed, message):
     out = tmp_path / "e.parquet"
     _interrupted(many, out, model)

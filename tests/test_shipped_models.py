@@ -43,3 +43,18 @@ def test_shipped_litert_model_matches_its_keras_source(name):
     net = keras.saving.load_model(model.path / "model.keras", safe_mode=True)
     x = np.concatenate([F.windows(speech(10.0, index=i), model.params).x for i in range(4)])
     np.testing.assert_allclose(model.logits(x), net.predict(x, verbose=0), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_off_domain_calibration_only_softens_confidence(name):
+    from sercli.models import load_model
+
+    off = load_model(name)
+    inside = load_model(name, calibration="in-domain")
+    scale = off.card.get("calibration", {}).get("off_domain_scale", 1.0)
+    assert off.temperature == pytest.approx(inside.temperature * scale)
+    a = sercli.annotate(EXAMPLES, model=name, jobs=1).files
+    b = sercli.annotate(EXAMPLES, model=name, jobs=1, calibration="in-domain").files
+    assert a["emotion"].tolist() == b["emotion"].tolist()  # single-window clips: the same winner
+    if scale > 1:
+        assert (a["confidence"] < b["confidence"]).all()
