@@ -167,7 +167,8 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"The manifest {path} has no {' or '.join(sorted(missing))} column.")
     base = Path(os.path.abspath(path)).parent
     df["path"] = [p if Path(p).is_absolute() else str(base / p) for p in df["path"]]
-    df["emotion"] = df["emotion"].astype("string").str.strip().astype(object).where(df["emotion"].notna(), None)
+    labels = df["emotion"]
+    df["emotion"] = labels.where(labels.isna(), labels.astype(str).str.strip())
     return df
 
 

@@ -40,7 +40,7 @@ def test_generic_manifest_resolves_relative_paths_and_keeps_labels_of_its_own(tm
     (tmp_path / "m.csv").write_text("path,emotion\na.wav,anger\nb.wav, boredom\nc.wav,\n")
     df = read_manifest(tmp_path / "m.csv")
     assert df["path"].iloc[0] == str(tmp_path / "a.wav")
-    assert df["emotion"].tolist() == ["anger", "boredom", None]
+    assert df["emotion"].tolist()[:2] == ["anger", "boredom"] and df["emotion"].isna().iloc[2]
 
 
 def test_manifest_command_writes_a_manifest(shared, tmp_path):

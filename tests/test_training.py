@@ -83,9 +83,9 @@ def test_train_cli_with_no_readable_files_exits_2_with_one_sentence(tmp_path):
     from conftest import run_cli
 
     manifest = tmp_path / "m.csv"
-    pd.DataFrame({"path": [str(tmp_path / f"missing{i}.wav") for i in range(4)],
-                  "emotion": ["anger", "sadness"] * 2,
-                  "split": ["train", "train", "val", "val"]}).to_csv(manifest, index=False)
+    pd.DataFrame({"path": [str(tmp_path / f"missing{i}.wav") for i in range(10)],
+                  "emotion": ["anger", "sadness"] * 5,
+                  "split": ["train"] * 6 + ["val"] * 4}).to_csv(manifest, index=False)
     res = run_cli("train", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--epochs", "1",
                   "--cache-dir", str(tmp_path / "cache"), "--jobs", "1")
     assert res.returncode == 2
