@@ -51,13 +51,6 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _setup_logging(quiet: bool = False) -> None:
-    import logging
-
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
-                        format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-
-
 @app.command()
 def annotate(
     inputs: List[str] = typer.Argument(..., help="Audio files, folders (recursive), or - for paths on stdin."),
@@ -240,7 +233,8 @@ def train(
     select_by: Optional[str] = typer.Option(None, help="What picks the best epoch: macro_f1 (default) or nll "
                                             "(validation log-loss; the default with --init).",
                                             metavar="macro_f1|nll"),
-    learning_rate: float = typer.Option(1e-3, help="Peak learning rate (with --init, of the head phase)."),
+    learning_rate: float = typer.Option(1e-3, help="Peak learning rate; with --init the network trains at a "
+                                        "tenth of it (the head alone, during --freeze-epochs, at all of it)."),
     mixup: float = typer.Option(0.2, help="Mixup Beta(alpha, alpha) parameter; 0 turns mixup off."),
     noise_prob: float = typer.Option(0.5, help="Share of training windows that get additive noise."),
     spec_augment: bool = typer.Option(True, help="SpecAugment frequency and time masks."),
@@ -258,7 +252,6 @@ def train(
 ) -> None:
     """Train a model on the manifest's train rows, early-stopping on val; or, with --init, fine-tune a
     model on a few labelled clips of your own (at least 5 per class)."""
-    _setup_logging()
     from .architectures import ARCHITECTURES
     from .models import ModelNotFound, load_model
 
@@ -271,8 +264,8 @@ def train(
             load_model(init)
         except ModelNotFound as exc:
             _fail(str(exc))
+    from .console import run_train
     from .training import FINE_TUNING, TrainOptions
-    from .training import train as run_train
 
     command = "sercli " + shlex.join(sys.argv[1:])
     if select_by not in (None, "macro_f1", "nll"):
@@ -286,12 +279,8 @@ def train(
                            "noise_prob": noise_prob, "spec_augment": spec_augment, "speed_perturb": speed_perturb,
                            "corpus_balance": corpus_balance, "channel_prob": channel_prob, "vtlp": vtlp,
                            "trim_db": trim_db, "floor_db": floor_db})
-    try:
-        card = run_train(manifest, out, opts, jobs=jobs, cache_dir=cache_dir, command=command)
-    except ValueError as exc:  # unusable manifest: no split column, no readable files, too few clips
-        _fail(str(exc))
-    typer.echo(f"wrote {out} ({len(card['classes'])} classes; best epoch {card['training']['best_epoch']}, "
-               f"val macro-F1 {card['training']['val_macro_f1']:.3f})", err=True)
+    raise typer.Exit(run_train(manifest=manifest, out=out, opts=opts, jobs=jobs, cache_dir=cache_dir,
+                               command=command))
 
 
 if __name__ == "__main__":

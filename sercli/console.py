@@ -205,6 +205,38 @@ def print_card(name: str) -> int:
     return 0
 
 
+def run_train(*, manifest, out, opts, jobs, cache_dir, command) -> int:
+    """``sercli train``: log lines above a progress bar over epochs; returns the exit status."""
+    import logging
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+
+    from rich.logging import RichHandler
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .training import train
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s", force=True,
+                        handlers=[RichHandler(console=err, show_path=False)])
+    progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
+                        TextColumn("{task.fields[score]}"), TimeElapsedColumn(), console=err)
+    task = progress.add_task("train", total=opts.epochs, score="")
+
+    def on_epoch(entry: dict) -> None:
+        progress.update(task, completed=entry["epoch"], score=f"val macro-F1 {entry['val_macro_f1']:.3f}")
+
+    try:
+        with progress:
+            card = train(manifest, out, opts, jobs=jobs, cache_dir=cache_dir, command=command, on_epoch=on_epoch)
+    except ValueError as exc:  # unusable manifest: no split column, no readable files, too few clips
+        return _fail(str(exc))
+    tr = card["training"]
+    err.print(f"wrote {out} ({len(card['classes'])} classes; best epoch {tr['best_epoch']}, "
+              f"val macro-F1 {tr['val_macro_f1']:.3f})", highlight=False)
+    return 0
+
+
 def run_evaluate(*, model, manifest, split, split_column, json_out, plot, record, jobs, calibration, command) -> int:
     """``sercli evaluate``; returns the exit status."""
     from .evaluation import evaluate, plot_confusion, record_in_card

@@ -171,6 +171,8 @@ def render_card(card: dict) -> str:
              f"- manifest: `{tr.get('manifest', '')}` (sha256 `{tr.get('manifest_sha256', '')}`)",
              f"- split column: `{tr.get('split_column', '')}`; train {tr.get('n_train')} files, "
              f"val {tr.get('n_val')} files",
+             *([f"- validation: macro-F1 {tr['val_macro_f1']:.3f} at the best epoch (selected by "
+                f"{tr.get('options', {}).get('select_by', 'macro_f1')})"] if "val_macro_f1" in tr else []),
              f"- seed {tr.get('options', {}).get('seed')}; best epoch {tr.get('best_epoch')} of "
              f"{tr.get('epochs_run')}; training time {tr.get('train_seconds', 0) / 60:.1f} min on "
              f"{tr.get('machine', '')}",

@@ -7,8 +7,10 @@ writes a model directory that :mod:`sercli.models` loads. Imports Keras/TensorFl
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import io
 import json
 import logging
 import os
@@ -16,6 +18,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -343,12 +346,13 @@ def _check_clips(rows: pd.DataFrame) -> None:
     counts = rows["emotion"].value_counts()
     if counts.empty:
         raise ValueError("The manifest has no labelled training rows.")
+    if len(counts) < 2:
+        raise ValueError(f"The manifest has one class only ({counts.index[0]}); a classifier needs at least two.")
     few = counts[counts < MIN_CLIPS_PER_CLASS].sort_index()
     if len(few):
-        listed = ", ".join(f"{c} {n}" for c, n in few.items())
+        listed = ", ".join(f"{c} has only {n}" for c, n in few.items())
         raise ValueError(f"Too few labelled clips to train and validate: every class needs at least "
-                         f"{MIN_CLIPS_PER_CLASS} (at least one is kept for validation), and {listed} "
-                         f"{'has' if len(few) == 1 else 'have'} fewer.")
+                         f"{MIN_CLIPS_PER_CLASS} (at least one is kept for validation), and {listed}.")
 
 
 def _initial_model(opts: TrainOptions, params: F.FeatureParams, classes: list[str], base):
@@ -394,18 +398,17 @@ def _compile(model, lr: float) -> None:
 
 
 def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: int = -1,
-          cache_dir: str | Path | None = None, command: str = "") -> dict:
+          cache_dir: str | Path | None = None, command: str = "",
+          on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train ``opts.arch`` on ``manifest`` into the model directory ``out``; returns the card.
 
     The model's classes are the manifest's labels (the shipped seven first, in their order,
     then others alphabetically). With ``opts.init`` the base model's feature front end and
     weights are the start; its head is kept when the classes are its own, else replaced.
     Checkpoints after every epoch in ``out/checkpoint``; calling again with the same
-    arguments resumes from the last checkpoint.
+    arguments resumes from the last checkpoint. ``on_epoch`` gets each epoch's history entry
+    (and, on resuming, the last one before).
     """
-    import keras
-    import tensorflow as tf
-
     out = Path(out)
     ckpt = out / "checkpoint"
     cache_dir = Path(cache_dir or Path.home() / ".cache" / "sercli")
@@ -414,7 +417,10 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
         opts = replace(opts, arch=base.card.get("arch", opts.arch), window_s=base.params.window_s,
                        trim_db=base.params.trim_db, floor_db=base.params.floor_db)
     df = read_manifest(manifest)
-    train_df, val_df = _split(df, opts)
+    train_df, val_df = _split(df, opts)  # an unusable manifest is refused before TensorFlow loads
+    import keras
+    import tensorflow as tf
+
     ckpt.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(opts.seed)
     tf.config.experimental.enable_op_determinism()
@@ -453,6 +459,8 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
         _check_resume(state, opts, out)
         model = keras.saving.load_model(ckpt / "last.keras", safe_mode=True)
         log.info("resuming after epoch %d", state["epoch"])
+        if on_epoch and state["history"]:
+            on_epoch(state["history"][-1])
     else:
         state = {"epoch": 0, "best_f1": -1.0, "best_score": -np.inf, "best_epoch": 0, "since_best": 0, "history": [],
                  "train_seconds": 0.0, "options": asdict(opts)}
@@ -497,11 +505,15 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
         os.replace(ckpt / "state.tmp", state_file)  # last: a kill before it repeats this epoch
         log.info("epoch %d loss %.3f val acc %.3f macro-F1 %.3f (%.0f s)", epoch + 1,
                  state["history"][-1]["loss"], acc, f1, time.time() - t_epoch)
+        if on_epoch:
+            on_epoch(state["history"][-1])
 
     best = keras.saving.load_model(ckpt / "best.keras", safe_mode=True)
     val_logits = _file_logits(best, val_items, params, val_dur)
     temperature = fit_temperature(val_logits, y_val)
-    log.info("best epoch %d (val macro-F1 %.3f), temperature %.3f", state["best_epoch"], state["best_f1"], temperature)
+    chosen = state["history"][state["best_epoch"] - 1]
+    log.info("best epoch %d by %s (val macro-F1 %.3f, log-loss %.3f), temperature %.3f", state["best_epoch"],
+             opts.select_by, chosen["val_macro_f1"], chosen.get("val_nll", float("nan")), temperature)
     clips = pd.concat([train_df, val_df])["emotion"].value_counts()
     card = {
         "name": out.name,
@@ -564,7 +576,8 @@ def export(model, params: F.FeatureParams, card: dict, out: Path) -> None:
 
     model.save(out / KERAS_FILE)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    (out / MODEL_FILE).write_bytes(converter.convert())
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its saved signatures
+        (out / MODEL_FILE).write_bytes(converter.convert())
     (out / PARAMS_FILE).write_text(json.dumps(params.to_dict(), indent=1))
     card_path = out / "card.json"
     old = json.loads(card_path.read_text()) if card_path.exists() else {}

@@ -126,7 +126,7 @@ def test_fine_tuning_with_the_seven_classes_keeps_the_head_resumes_and_can_be_fi
     assert json.loads((again / "card.json").read_text())["training"]["base_model"]["name"] == "seven"
 
 
-def test_too_few_clips_per_class_is_refused_in_one_sentence(tmp_path):
+def test_too_few_clips_per_class_or_one_class_is_refused_in_one_sentence(tmp_path):
     clips = sorted(EXAMPLES.glob("*.wav"))  # two clips per class
     manifest = tmp_path / "few.csv"
     pd.DataFrame({"path": [str(p) for p in clips],
@@ -135,8 +135,14 @@ def test_too_few_clips_per_class_is_refused_in_one_sentence(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1] == (
         "sercli: Too few labelled clips to train and validate: every class needs at least 5 (at least one is "
-        "kept for validation), and ANG 2, DIS 2, FEA 2, HAP 2, NEU 2, SAD 2 have fewer.")
+        "kept for validation), and ANG has only 2, DIS has only 2, FEA has only 2, HAP has only 2, NEU has only 2, "
+        "SAD has only 2.")
     assert not (tmp_path / "m").exists()
+    pd.DataFrame({"path": [str(p) for p in clips], "emotion": "anger"}).to_csv(manifest, index=False)
+    res = run_cli("train", "--init", "mfcc-cnn", "--manifest", str(manifest), "--out", str(tmp_path / "m"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "sercli: The manifest has one class only (anger); a classifier " \
+        "needs at least two."
 
 
 def test_a_replaced_head_keeps_the_weights_of_the_classes_it_shares_with_the_base():
