@@ -156,12 +156,14 @@ def evaluate(
 
 @app.command()
 def manifest(
-    source: Path = typer.Argument(..., help="A corpus folder, or a CSV of your labels (path and label columns)."),
+    source: Path = typer.Argument(..., help="A corpus folder, or a CSV of your labels (path and label columns).",
+                                  metavar="SOURCE"),
     corpus_format: str = typer.Option("folders", "--format", help="folders (DIR/<class>/*.wav), crema-d, ravdess, "
-                                      "tess or savee; ignored for a CSV."),
+                                      "tess or savee; ignored for a CSV.", metavar="LAYOUT"),
     speaker: Optional[str] = typer.Option(None, "--speaker", help="Regex with a group that finds the speaker in "
                                           "each path (for speaker-grouped validation).", metavar="REGEX"),
-    label_column: str = typer.Option("emotion", "--label-column", help="The label column of a CSV source."),
+    label_column: str = typer.Option("emotion", "--label-column", help="The label column of a CSV source.",
+                                     metavar="COLUMN"),
     output: Path = typer.Option(Path("manifest.csv"), "--output", "-o", help="Manifest CSV to write."),
     val: float = typer.Option(0.0, "--val", help="Add a split column with this share of rows as val "
                               "(whole speakers)."),
