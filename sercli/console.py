@@ -257,9 +257,10 @@ def run_evaluate(*, model, manifest, split, split_column, json_out, plot, record
     for cls, m in metrics["per_class"].items():
         table.add_row(cls, f"{m['precision']:.2f}", f"{m['recall']:.2f}", f"{m['f1']:.2f}", f"{int(m['support'])}")
     out.print(table)
-    eces = metrics.get("ece_by_calibration", {metrics["calibration"]: metrics["ece"]})
+    eces = metrics.get("ece_by_calibration")  # only models with an off-domain factor have two
+    ece = ", ".join(f"{v:.4f} ({k} calibration)" for k, v in eces.items()) if eces else f"{metrics['ece']:.4f}"
     out.print(f"accuracy {metrics['accuracy']:.4f}   UAR {metrics['uar']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
-              "ECE " + ", ".join(f"{v:.4f} ({k} calibration)" for k, v in eces.items()), highlight=False)
+              f"ECE {ece}", highlight=False)
     if metrics.get("per_corpus"):
         ct = Table(title="per corpus")
         for col in ("corpus", "n", "accuracy", "UAR", "macro-F1", "ECE"):
