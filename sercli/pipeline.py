@@ -664,7 +664,7 @@ def annotate(
     >>> y, sr = soundfile.read("examples/1006_IEO_ANG_HI.wav")
     >>> one = sercli.annotate(y, sample_rate=sr, windows=True)
     >>> bool(one.files.loc[0, "emotion"] == result.files.loc[0, "emotion"]), list(one.windows["start_s"])
-    (True, [0.0])
+    (True, [0.096])
     """
     from .batch import run_metadata
     from .output import typed_frame
