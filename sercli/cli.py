@@ -86,8 +86,8 @@ def annotate(
 
     try:
         code = run_annotate(inputs=inputs, model=model, output=output, segments=segments, windows=windows, vad=vad,
-                            jobs=jobs, hop_s=hop, calibration=calibration, include=include, exclude=exclude, overwrite=overwrite, resume=resume, backend=backend,
-                            scheduler=scheduler, quiet=quiet)
+                            jobs=jobs, hop_s=hop, calibration=calibration, include=include, exclude=exclude,
+                            overwrite=overwrite, resume=resume, backend=backend, scheduler=scheduler, quiet=quiet)
     except KeyboardInterrupt:  # before the run started, or while its table was written: nothing half-done
         typer.echo("sercli: interrupted; run the same command again (with --resume if a journal was left).", err=True)
         code = 130
@@ -276,8 +276,7 @@ def train(
              if v is not None}
     defaults = {**FINE_TUNING, "init": init} if init else {}
     opts = TrainOptions(**{**defaults, **given, "arch": arch, "split_column": split_column, "seed": seed,
-                           "patience": patience, "learning_rate": learning_rate,
-                           "mixup_alpha": mixup,
+                           "patience": patience, "learning_rate": learning_rate, "mixup_alpha": mixup,
                            "noise_prob": noise_prob, "spec_augment": spec_augment, "speed_perturb": speed_perturb,
                            "corpus_balance": corpus_balance, "channel_prob": channel_prob, "vtlp": vtlp,
                            "trim_db": trim_db, "floor_db": floor_db})

@@ -17,6 +17,7 @@ import pandas as pd
 
 from .audio import AUDIO_EXTENSIONS
 from .discovery import walk
+from .reports import first_group
 
 __all__ = ["EMOTIONS", "FORMATS", "parse_name", "read_class_folders", "read_corpus", "read_labels_csv", "read_manifest",
            "speaker_split", "speakers_from_paths", "split_labels"]
@@ -152,8 +153,7 @@ def speakers_from_paths(paths: pd.Series, regex: str) -> pd.Series:
     pattern = re.compile(regex)
     if pattern.groups == 0:
         raise ValueError(f"The speaker pattern {regex!r} needs a group, e.g. 'spk(\\d+)'.")
-    group = next(iter(pattern.groupindex), 1)
-    return paths.map(lambda p: (m := pattern.search(str(p))) and m.group(group)).astype("string")
+    return first_group(paths, pattern)
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:

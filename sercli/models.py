@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import DEFAULT_MODEL
+from . import DEFAULT_MODEL, EMOTIONS
 from .features import FeatureParams
 
 __all__ = ["CALIBRATIONS", "Model", "ModelNotFound", "available_models", "load_model", "models_dir", "softmax"]
@@ -98,8 +98,6 @@ class Model:
     @property
     def classes(self) -> tuple[str, ...]:
         """The classes of the model's outputs, in order (the card's, else the shipped seven)."""
-        from . import EMOTIONS
-
         return tuple(self.card.get("classes", EMOTIONS))
 
     @cached_property

@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import EMOTIONS
 
-__all__ = ["read_results", "summarize", "group_keys", "agreement", "scores", "class_order", "classes_of",
+__all__ = ["read_results", "summarize", "group_keys", "agreement", "scores", "class_order", "classes_of", "first_group",
            "LOW_CONFIDENCE"]
 
 #: Rows with ``confidence`` below this count as low-confidence.
@@ -74,8 +74,14 @@ def group_keys(paths: pd.Series, by: str, frame: pd.DataFrame | None = None) -> 
     pattern = re.compile(by)
     if pattern.groups == 0:
         raise ValueError(f"--by {by!r} is not folder, depth:N, a column or a regex with a group.")
+    return first_group(paths, pattern)
+
+
+def first_group(paths: pd.Series, pattern: re.Pattern) -> pd.Series:
+    """What ``pattern``'s first named group (or its first group) matches in each path, searched
+    anywhere in it; ``<NA>`` where it does not match."""
     group = next(iter(pattern.groupindex), 1)
-    return paths.map(lambda p: (m := pattern.search(p)) and m.group(group)).astype("string")
+    return paths.map(lambda p: (m := pattern.search(str(p))) and m.group(group)).astype("string")
 
 
 def _distinct_ends(folders: pd.Series) -> pd.Series:

@@ -462,7 +462,7 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
         if on_epoch and state["history"]:
             on_epoch(state["history"][-1])
     else:
-        state = {"epoch": 0, "best_f1": -1.0, "best_score": -np.inf, "best_epoch": 0, "since_best": 0, "history": [],
+        state = {"epoch": 0, "best_score": -np.inf, "best_epoch": 0, "since_best": 0, "history": [],
                  "train_seconds": 0.0, "options": asdict(opts)}
         model = _initial_model(opts, params, classes, base)
         if base is not None and opts.freeze_epochs > 0:
@@ -495,8 +495,8 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
         state["history"].append({"epoch": epoch + 1, "loss": float(hist.history["loss"][-1]),
                                  "val_accuracy": acc, "val_macro_f1": f1, "val_nll": nll, "lr": lr})
         score = -nll if opts.select_by == "nll" else f1
-        if score > state.get("best_score", state["best_f1"]):
-            state.update(best_f1=f1, best_score=score, best_epoch=epoch + 1, since_best=0)
+        if score > state.get("best_score", state.get("best_f1", -np.inf)):  # best_f1: checkpoints before select_by
+            state.update(best_score=score, best_epoch=epoch + 1, since_best=0)
             _save_atomic(model, ckpt / "best.keras")
         else:
             state["since_best"] += 1
@@ -533,7 +533,7 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
             "options": asdict(opts),
             "best_epoch": state["best_epoch"],
             "epochs_run": state["epoch"],
-            "val_macro_f1": state["best_f1"],
+            "val_macro_f1": chosen["val_macro_f1"],
             "train_seconds": round(state["train_seconds"], 1),
             "history": state["history"],
             "versions": _versions(),
