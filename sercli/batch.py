@@ -55,12 +55,13 @@ RUN_KEY = {
     "hop_s": "--hop",
     "vad": "--vad",
     "calibration": "--calibration",
+    "adapt": "--adapt",
     "segments": "--segments",
     "windows": "--windows",
     "include": "--include",
     "exclude": "--exclude",
 }
-_KEY_DEFAULTS = {"segments": None, "windows": None, "vad": "auto", "calibration": "in-domain", "include": [],
+_KEY_DEFAULTS = {"segments": None, "windows": None, "vad": "auto", "calibration": "in-domain", "adapt": "none", "include": [],
                  "exclude": []}
 
 
@@ -80,6 +81,8 @@ def run_metadata(model: Model, options: Options, *, tables: dict[str, Path] | No
         "vad": options.vad,
         "calibration": options.calibration,
         "temperature": model.temperature,
+        "adapt": options.adapt,
+        "shift": list(options.shift) if options.shift is not None else None,
         **{name: str(Path(path).resolve()) for name, path in (tables or {}).items()},
         "include": sorted(include),
         "exclude": sorted(exclude),
@@ -112,13 +115,15 @@ class OutputPlan:
 
     ``tables``: side tables by name (``segments``, ``windows``). ``resume_from``: ``""`` (a
     fresh table), ``"journal"`` (an interrupted run) or
-    ``"table"`` (a finished Parquet table that new files are added to).
+    ``"table"`` (a finished Parquet table that new files are added to). ``previous``: the
+    metadata of the run being resumed.
     """
 
     output: Path
     tables: dict[str, Path]  # side tables by name (``segments``, ``windows``)
     meta: dict
     resume_from: str = ""
+    previous: dict = field(default_factory=dict)
 
 
 def plan_output(output: Path, meta: dict, *, tables: dict[str, Path] | None = None, overwrite: bool = False,
@@ -143,8 +148,9 @@ def plan_output(output: Path, meta: dict, *, tables: dict[str, Path] | None = No
         if not resume:
             raise OutputError(f"An interrupted run left {journal.count()} finished rows in {journal.path.name}; "
                               "pass --resume to continue it, or --overwrite to start again.")
-        _same_run(output.name, journal.meta(), meta)
-        return OutputPlan(output, tables, meta, "journal")
+        previous = journal.meta()
+        _same_run(output.name, previous, meta)
+        return OutputPlan(output, tables, meta, "journal", previous)
     if output.exists():
         old = table_metadata(output)
         if not resume:
@@ -154,7 +160,7 @@ def plan_output(output: Path, meta: dict, *, tables: dict[str, Path] | None = No
             raise OutputError(f"Cannot resume {output.name}: it is finished, and a {output.suffix} table does not "
                               "record the options it was made with (Parquet does); pass --overwrite to redo it.")
         _same_run(output.name, old, meta)
-        return OutputPlan(output, tables, meta, "table")
+        return OutputPlan(output, tables, meta, "table", old)
     for name, path in tables.items():
         if path.exists():
             raise OutputError(f"The {name} table {path} exists; pass --overwrite to replace it.")

@@ -66,6 +66,9 @@ def annotate(
     calibration: str = typer.Option("off-domain", "--calibration", help="off-domain (default: confidence for "
                                     "recordings unlike the training corpora) or in-domain (for audio like them).",
                                     metavar="off-domain|in-domain"),
+    adapt: str = typer.Option("none", "--adapt", help="corpus: first measure the inputs' average spectrum and "
+                              "align it with the training corpora's (for a corpus of 20 files or more recorded "
+                              "unlike them; see README); none (default).", metavar="none|corpus"),
     hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between windows "
                                         "(default: half a window, 1.5 s).", metavar="SECONDS"),
     include: List[str] = typer.Option([], "--include", help="Only files matching this glob (repeatable).", metavar="GLOB"),
@@ -86,8 +89,9 @@ def annotate(
 
     try:
         code = run_annotate(inputs=inputs, model=model, output=output, segments=segments, windows=windows, vad=vad,
-                            jobs=jobs, hop_s=hop, calibration=calibration, include=include, exclude=exclude,
-                            overwrite=overwrite, resume=resume, backend=backend, scheduler=scheduler, quiet=quiet)
+                            jobs=jobs, hop_s=hop, calibration=calibration, adapt=adapt, include=include,
+                            exclude=exclude, overwrite=overwrite, resume=resume, backend=backend,
+                            scheduler=scheduler, quiet=quiet)
     except KeyboardInterrupt:  # before the run started, or while its table was written: nothing half-done
         typer.echo("sercli: interrupted; run the same command again (with --resume if a journal was left).", err=True)
         code = 130
@@ -145,13 +149,15 @@ def evaluate(
     jobs: int = typer.Option(-1, "--jobs", "-j", help="Worker processes."),
     calibration: str = typer.Option("off-domain", "--calibration", help="Calibration of the confidence "
                                     "(as annotate); ECE is reported for both.", metavar="off-domain|in-domain"),
+    adapt: str = typer.Option("none", "--adapt", help="corpus: adapt to the evaluated rows as annotate --adapt "
+                              "corpus adapts to its inputs.", metavar="none|corpus"),
 ) -> None:
     """Accuracy, UAR, macro-F1, per-class and per-corpus tables and ECE on a manifest split."""
     from .console import run_evaluate
 
     raise typer.Exit(run_evaluate(model=model, manifest=manifest, split=split, split_column=split_column,
                                   json_out=json_out, plot=plot, record=record, jobs=jobs, calibration=calibration,
-                                  command="sercli " + shlex.join(sys.argv[1:])))
+                                  adapt=adapt, command="sercli " + shlex.join(sys.argv[1:])))
 
 
 @app.command()

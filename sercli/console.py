@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -19,8 +20,8 @@ def _fail(message: str) -> int:
     return 2
 
 
-def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, calibration, include, exclude,
-                 overwrite, resume, backend, scheduler, quiet) -> int:
+def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, calibration, adapt, include,
+                 exclude, overwrite, resume, backend, scheduler, quiet) -> int:
     """``sercli annotate``; returns the exit status."""
     import os
 
@@ -43,7 +44,7 @@ def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, 
         mdl = load_model(model, calibration=calibration)
         tables = {name: path for name, path in (("segments", segments), ("windows", windows)) if path is not None}
         options = Options.for_model(model, mdl, hop_s=hop_s, segments="segments" in tables,
-                                    windows="windows" in tables, vad=vad)
+                                    windows="windows" in tables, vad=vad, adapt=adapt)
         plan = None
         if output != "-":
             meta = run_metadata(mdl, options, tables=tables, include=include, exclude=exclude)
@@ -55,6 +56,14 @@ def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, 
     if not paths:
         _shutdown(executor_factory)
         return _fail("no audio files found in the given inputs.")
+    if options.adapt != "none":
+        try:
+            options = _adapt(options, mdl, paths, plan, jobs=resolve_jobs(jobs), quiet=quiet)
+        except ValueError as exc:
+            _shutdown(executor_factory)
+            return _fail(str(exc))
+        if plan is not None:
+            plan = replace(plan, meta={**plan.meta, "shift": list(options.shift)})
     seen: dict[str, list] = {"status": [], "emotion": [], "confidence": [], "duration_s": []}
     progress, task = _progress(len(paths), quiet)
 
@@ -87,6 +96,18 @@ def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, 
     if not quiet:
         _print_summary(stats, seen, output, options.classes)
     return 0 if stats.failed == 0 else 1
+
+
+def _adapt(options, mdl, paths, plan, *, jobs: int, quiet: bool):
+    """Options with the corpus shift: the resumed run's, else measured now (with a status line)."""
+    from .adaptation import SAMPLE_FILES
+    from .pipeline import adapted
+
+    previous = plan.previous.get("shift") if plan is not None and plan.resume_from else None
+    if previous is not None or quiet:
+        return adapted(options, mdl, paths, jobs=jobs, shift=previous)
+    with err.status(f"measuring the corpus's spectral envelope on {min(len(paths), SAMPLE_FILES)} files"):
+        return adapted(options, mdl, paths, jobs=jobs)
 
 
 def _executor_factory(backend: str, scheduler: str | None, jobs: int):
@@ -237,7 +258,8 @@ def run_train(*, manifest, out, opts, jobs, cache_dir, command) -> int:
     return 0
 
 
-def run_evaluate(*, model, manifest, split, split_column, json_out, plot, record, jobs, calibration, command) -> int:
+def run_evaluate(*, model, manifest, split, split_column, json_out, plot, record, jobs, calibration, adapt,
+                 command) -> int:
     """``sercli evaluate``; returns the exit status."""
     from .evaluation import evaluate, plot_confusion, record_in_card
     from .models import ModelNotFound, load_model
@@ -247,7 +269,7 @@ def run_evaluate(*, model, manifest, split, split_column, json_out, plot, record
         if not manifest.is_file():
             return _fail(f"the manifest {manifest} does not exist.")
         metrics, _ = evaluate(model, manifest, split=split, split_column=split_column, jobs=jobs,
-                              calibration=calibration)
+                              calibration=calibration, adapt=adapt)
     except (ModelNotFound, ValueError) as exc:
         return _fail(str(exc))
     out = Console()

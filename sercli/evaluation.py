@@ -19,11 +19,14 @@ __all__ = ["evaluate", "expected_calibration_error", "record_in_card", "PROTOCOL
 PROTOCOLS = {"split": "speaker_independent", "split_random": "study_protocol"}
 
 
-def protocol_name(split_column: str) -> str:
-    """Card key of a split column: ``speaker_independent``, ``study_protocol``, ``loco_<corpus>``."""
+def protocol_name(split_column: str, adapt: str = "none") -> str:
+    """Card key of a split column: ``speaker_independent``, ``study_protocol``, ``loco_<corpus>``;
+    with corpus adaptation ``+adapt_corpus`` is appended."""
     if split_column.startswith("loco:"):
-        return "loco_" + split_column.split(":", 1)[1]
-    return PROTOCOLS.get(split_column, split_column)
+        key = "loco_" + split_column.split(":", 1)[1]
+    else:
+        key = PROTOCOLS.get(split_column, split_column)
+    return key if adapt == "none" else f"{key}+adapt_{adapt}"
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> float:
@@ -42,7 +45,7 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n
 
 
 def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_column: str = "split",
-             jobs: int = -1, calibration: str = "off-domain") -> tuple[dict, pd.DataFrame]:
+             jobs: int = -1, calibration: str = "off-domain", adapt: str = "none") -> tuple[dict, pd.DataFrame]:
     """Classify the manifest's ``split`` rows; returns (metrics, per-file predictions).
 
     Metrics: ``n``, ``accuracy``, ``uar`` and ``macro_f1`` (both over the classes present in
@@ -50,6 +53,8 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
     headline numbers), ``confusion`` (rows true, columns predicted), ``not_ok`` (files that
     could not be classified, with their status). For a model with an off-domain scale,
     ``ece_by_calibration`` gives the ECE under both calibrations (the files are classified twice).
+    ``adapt="corpus"`` adapts to the evaluated rows as annotate does to its inputs: under
+    ``loco:CORPUS``, the held-out corpus is the user's corpus.
     """
     df = read_manifest(manifest)
     rows = df[(split_labels(df, split_column) == split) & df["emotion"].notna()]
@@ -57,7 +62,7 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
         raise ValueError(f"The manifest has no rows with {split_column} = {split!r}.")
 
     def run(calibration: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        pred = annotate(list(rows["path"]), model=model, jobs=jobs, calibration=calibration).files
+        pred = annotate(list(rows["path"]), model=model, jobs=jobs, calibration=calibration, adapt=adapt).files
         pred = pred.merge(rows.rename(columns={"emotion": "true"}), on="path", how="left")
         return pred, pred[pred["status"].eq("ok")]
 
@@ -69,6 +74,7 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
         "split_column": split_column,
         "split": split,
         "calibration": calibration,
+        "adapt": adapt,
         **_headline(scored, ok),
         "per_class": scored["per_class"].round(4).to_dict(orient="index"),
         "confusion": {"labels": list(scored["confusion"].index), "matrix": scored["confusion"].to_numpy().tolist()},
@@ -102,7 +108,7 @@ def record_in_card(model_dir: str | Path, metrics: dict, command: str) -> str:
     model_dir = Path(model_dir)
     card_path = model_dir / CARD_FILE
     card = json.loads(card_path.read_text())
-    key = protocol_name(metrics["split_column"])
+    key = protocol_name(metrics["split_column"], metrics.get("adapt", "none"))
     entry = {**{k: v for k, v in metrics.items() if k != "not_ok"}, "command": command,
              "not_ok": len(metrics["not_ok"])}
     evaluated = load_model(metrics["model"])

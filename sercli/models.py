@@ -175,12 +175,18 @@ def render_card(card: dict) -> str:
              f"{tr.get('epochs_run')}; training time {tr.get('train_seconds', 0) / 60:.1f} min on "
              f"{tr.get('machine', '')}",
              f"- options: `{json.dumps(tr.get('options', {}))}`",
-             f"- versions: `{json.dumps(tr.get('versions', {}))}`", ""]
+             f"- versions: `{json.dumps(tr.get('versions', {}))}`",
+             *([f"- `--adapt corpus` reference: the mean speech envelope of {ad['files']} training files"
+                + (f" (stored by `{ad['command']}`)" if ad.get("command") else "")]
+               if (ad := card.get("adaptation")) else []), ""]
     titles = {"speaker_independent": "Speaker-independent test split (`split`)",
               "study_protocol": "Study protocol (`split_random`; a model trained on its train part)"}
     for key, ev in card.get("evaluation", {}).items():
-        title = titles.get(key) or (f"Leave-one-corpus-out: {key[5:]} held out (a model of this recipe trained "
-                                    "on the other corpora)" if key.startswith("loco_") else key)
+        protocol, _, adapt = key.partition("+")
+        title = titles.get(protocol) or (f"Leave-one-corpus-out: {protocol[5:]} held out (a model of this recipe "
+                                         "trained on the other corpora)" if protocol.startswith("loco_") else protocol)
+        if adapt:
+            title += f", with --adapt {adapt.removeprefix('adapt_')}"
         lines += [f"## {title}", "", f"Command: `{ev.get('command', '')}`", "",
                   f"accuracy **{ev['accuracy']:.3f}**, "
                   + (f"UAR **{ev['uar']:.3f}**, " if "uar" in ev else "")

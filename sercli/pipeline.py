@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
+from .adaptation import ADAPT_MODES
 from .audio import ArrayAudio, DecodeError, open_audio
 from . import EMOTIONS
 from .discovery import discover, display_path
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["COLUMNS", "SEGMENT_COLUMNS", "WINDOW_COLUMNS", "table_columns", "Annotation", "Options", "ChunkResult",
-           "LocalExecutors", "RunAborted", "annotate", "iter_chunks", "aggregate"]
+           "LocalExecutors", "RunAborted", "adapted", "annotate", "iter_chunks", "aggregate"]
 
 
 
@@ -82,6 +83,10 @@ class Options:
     #: split files into speech regions: "auto" (files of at least VAD_MIN_S), "on" or "off"
     vad: str = "auto"
     max_duration_s: float = MAX_DURATION_S
+    #: "none" or "corpus" (:data:`~sercli.adaptation.ADAPT_MODES`), and with "corpus" the
+    #: per-band log-mel shift ``(n_mels,)`` in dB measured on the input (:func:`~sercli.adaptation.corpus_shift`)
+    adapt: str = "none"
+    shift: tuple[float, ...] | None = None
 
     @classmethod
     def for_model(cls, ref: str | Path, model: Model, **kwargs) -> "Options":
@@ -92,6 +97,8 @@ class Options:
     def __post_init__(self) -> None:
         if self.vad not in VAD_MODES:
             raise ValueError(f"vad must be {', '.join(VAD_MODES[:-1])} or {VAD_MODES[-1]}, not {self.vad!r}.")
+        if self.adapt not in ADAPT_MODES:
+            raise ValueError(f"adapt must be {' or '.join(ADAPT_MODES)}, not {self.adapt!r}.")
 
 
 @dataclass
@@ -229,7 +236,7 @@ def annotate_chunk(paths: list, options: Options) -> ChunkResult:
     for path in paths:  # file paths, or ArrayAudio (the library's in-memory input)
         row = _base_row(path.name if isinstance(path, ArrayAudio) else path, options)
         rows.append(row)
-        state = _FileState(row, WindowStream(params, hop_s=options.hop_s))
+        state = _FileState(row, WindowStream(params, hop_s=options.hop_s, shift=options.shift))
         row["_state"] = state
         try:
             _stream(path, state, options, model, stage)
@@ -335,7 +342,7 @@ def _stream_regions(blocks, state: _FileState, options: Options, model: Model, s
         for a, b in regions:
             piece = buffer[max(0, int(a * rate) - buffer_start):max(0, int(b * rate) - buffer_start)]
             if len(piece) >= params.min_samples:
-                stream = WindowStream(params, hop_s=options.hop_s, offset_s=a)
+                stream = WindowStream(params, hop_s=options.hop_s, offset_s=a, shift=options.shift)
                 waiting.append((a, a + len(piece) / rate, concat_windows([stream.feed(piece), stream.finish()],
                                                                           params)))
         stage["features"] += time.perf_counter() - t1
@@ -633,6 +640,21 @@ class Annotation:
     info: dict
 
 
+def adapted(options: Options, model: Model, paths: list[str], *, jobs: int,
+            shift: Iterable[float] | None = None) -> Options:
+    """``options`` with the corpus shift of ``paths`` when ``options.adapt == "corpus"`` (``shift``:
+    one measured before, e.g. by the run being resumed); unchanged otherwise."""
+    from dataclasses import replace
+
+    from .adaptation import corpus_shift
+
+    if options.adapt == "none":
+        return options
+    if shift is None:
+        shift = corpus_shift(paths, model.params, model.card, jobs=jobs)
+    return replace(options, shift=tuple(round(float(v), 4) for v in shift))
+
+
 def annotate(
     inputs: "str | Path | np.ndarray | Iterable[str | Path]",
     *,
@@ -644,6 +666,7 @@ def annotate(
     jobs: int = -1,
     hop_s: float | None = None,
     calibration: str = "off-domain",
+    adapt: str = "none",
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
 ) -> Annotation:
@@ -655,6 +678,9 @@ def annotate(
     (windows are taken within speech, and the file's result covers speech only); ``"on"``
     does so for every file, ``"off"`` for none. ``calibration``: ``"off-domain"`` (confidence for
     recordings unlike the training corpora) or ``"in-domain"`` (:data:`~sercli.models.CALIBRATIONS`).
+    ``adapt``: ``"corpus"`` first measures the inputs' mean spectral envelope and aligns it with
+    the training corpora's (:mod:`sercli.adaptation`; needs at least
+    :data:`~sercli.adaptation.MIN_FILES` files), ``"none"`` (default) does not.
 
     >>> import sercli
     >>> result = sercli.annotate("examples", model="mfcc-cnn", jobs=1)
@@ -670,15 +696,18 @@ def annotate(
     from .output import typed_frame
 
     mdl = load_model(model, calibration=calibration)  # fails here, not in a worker, for an unknown model
-    options = Options.for_model(model, mdl, hop_s=hop_s, segments=segments, windows=windows, vad=vad)
+    options = Options.for_model(model, mdl, hop_s=hop_s, segments=segments, windows=windows, vad=vad, adapt=adapt)
     if isinstance(inputs, np.ndarray):
         if not sample_rate:
             raise ValueError("An array needs its sample_rate.")
+        if adapt != "none":
+            raise ValueError("adapt='corpus' measures a corpus of files, not one array.")
         results = [annotate_chunk([ArrayAudio(inputs, int(sample_rate), mdl.params.sample_rate)], options)]
     else:
         if isinstance(inputs, (str, Path)):
             inputs = [inputs]
         paths = discover(inputs, include=include or (), exclude=exclude or ())
+        options = adapted(options, mdl, paths, jobs=resolve_jobs(jobs))
         results = list(iter_chunks(paths, options, executor_factory=LocalExecutors(resolve_jobs(jobs))))
 
     def frame(rows: list[dict], columns: list[str]) -> "pd.DataFrame":

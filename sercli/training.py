@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import features as F
+from .adaptation import CARD_KEY, reference_entry
 from .architectures import ARCHITECTURES, build
 from .audio import decode
 from .corpora import read_manifest, speaker_split, split_labels
@@ -540,6 +541,7 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
         },
         "params": best.count_params(),
+        "adaptation": reference_entry((entries[0] for entries in train_items), params.n_mels),
     }
     export(best, params, card, out)
     return card
@@ -584,6 +586,23 @@ def export(model, params: F.FeatureParams, card: dict, out: Path) -> None:
     card = {**card, "evaluation": old.get("evaluation", {})}
     card_path.write_text(json.dumps(card, indent=1))
     (out / "CARD.md").write_text(render_card(card))
+
+
+def add_reference(model_dir: str | Path, manifest: str | Path, *, split_column: str = "split",
+                  cache_dir: str | Path | None = None, jobs: int = -1, command: str = "") -> dict:
+    """Store the envelope of the manifest's ``train`` rows (those a model was trained on) in the
+    card of a model trained before training stored it; returns the card entry."""
+    model = load_model(model_dir)
+    df = read_manifest(manifest)
+    paths = list(df.loc[split_labels(df, split_column).eq("train"), "path"])
+    feats = load_features(paths, model.params, cache_dir=Path(cache_dir or Path.home() / ".cache" / "sercli"),
+                          jobs=jobs)
+    entry = {**reference_entry((feats[p][0] for p in paths if p in feats), model.params.n_mels),
+             "command": command}
+    card = {**model.card, CARD_KEY: entry}
+    (model.path / "card.json").write_text(json.dumps(card, indent=1))
+    (model.path / "CARD.md").write_text(render_card(card))
+    return entry
 
 
 def _versions() -> dict[str, str]:

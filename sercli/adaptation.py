@@ -1,0 +1,135 @@
+"""Unlabelled corpus adaptation (``--adapt corpus``): before annotating, measure the mean
+spectral envelope of the user's corpus and shift every log-mel frame so that it matches the
+envelope of the corpora the model was trained on.
+
+The envelope is the mean over speech frames (within :data:`SPEECH_MARGIN_DB` of the file's
+loudest frame) of the log-mel spectrum with each frame's level removed, so loudness does not
+count, only the shape of the spectrum: microphone, channel, room, language and voices. The
+model's envelope (its *reference*) is stored in its card at training time. The corpus's is
+measured on up to :data:`SAMPLE_FILES` files (the first :data:`SAMPLE_SECONDS` of each), so
+the first pass costs seconds, not a second annotation.
+
+Statistics are taken over the whole corpus, never per speaker or folder: a speaker's mean
+removes their emotion when they are angry in most of their clips (``docs/generalisation.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .features import FeatureParams, frame_db, log_mel
+
+__all__ = ["ADAPT_MODES", "MIN_FILES", "Envelope", "corpus_shift", "measure_envelope", "reference_entry",
+           "reference_envelope"]
+
+#: ``--adapt`` choices: no adaptation, or one shift for the whole input.
+ADAPT_MODES = ("none", "corpus")
+#: Frames within this many dB of a file's loudest frame count as speech.
+SPEECH_MARGIN_DB = 35.0
+#: Files measured in the first pass (a fixed random sample of larger inputs) ...
+SAMPLE_FILES = 300
+#: ... and seconds read from each.
+SAMPLE_SECONDS = 60.0
+#: Fewer readable files than this are too few to stand for a corpus.
+MIN_FILES = 20
+#: Card key of the reference envelope.
+CARD_KEY = "adaptation"
+
+
+@dataclass
+class Envelope:
+    """Running sum of level-removed log-mel speech frames: ``total`` ``(n_mels,)``, ``frames``, ``files``."""
+
+    total: np.ndarray
+    frames: int = 0
+    files: int = 0
+
+    @classmethod
+    def empty(cls, n_mels: int) -> "Envelope":
+        return cls(np.zeros(n_mels, np.float64))
+
+    def add(self, mel_db: np.ndarray, level_db: np.ndarray) -> None:
+        """Add one file's log-mel ``(n_mels, t)`` and frame levels ``(t,)`` (dB)."""
+        if not len(level_db):
+            return
+        speech = level_db >= level_db.max() - SPEECH_MARGIN_DB
+        frames = mel_db[:, speech].astype(np.float64)
+        self.total += (frames - frames.mean(axis=0)).sum(axis=1)
+        self.frames += int(speech.sum())
+        self.files += 1
+
+    def merge(self, other: "Envelope") -> "Envelope":
+        return Envelope(self.total + other.total, self.frames + other.frames, self.files + other.files)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The mean envelope ``(n_mels,)`` in dB."""
+        return self.total / max(self.frames, 1)
+
+
+def reference_envelope(card: dict) -> np.ndarray | None:
+    """The training corpora's envelope stored in a model card, or ``None``."""
+    ref = card.get(CARD_KEY, {}).get("reference_envelope")
+    return None if ref is None else np.asarray(ref, np.float64)
+
+
+def _file_envelope(path: str, params: FeatureParams) -> Envelope | None:
+    from .audio import open_audio
+
+    try:  # the first block only: SAMPLE_SECONDS of audio
+        blocks = open_audio(path, sample_rate=params.sample_rate, block_s=SAMPLE_SECONDS).blocks()
+        try:
+            y = next(blocks, np.zeros(0, np.float32))
+        finally:
+            blocks.close()  # stops a decoder process
+    except Exception:  # an unreadable file is the annotate pass's to report; here it is only not measured
+        return None
+    if len(y) < params.n_fft:
+        return None
+    env = Envelope.empty(params.n_mels)
+    env.add(log_mel(y, params), frame_db(y, params))
+    return env
+
+
+def measure_envelope(paths: list[str], params: FeatureParams, *, jobs: int = 1, seed: int = 0) -> Envelope:
+    """The envelope of up to :data:`SAMPLE_FILES` of ``paths`` (a fixed random sample of more),
+    measured in ``jobs`` processes; unreadable files are left out."""
+    from joblib import Parallel, delayed
+
+    paths = sorted(map(str, paths))
+    if len(paths) > SAMPLE_FILES:
+        paths = list(np.random.default_rng(seed).choice(paths, SAMPLE_FILES, replace=False))
+    parts = Parallel(n_jobs=jobs, batch_size=8)(delayed(_file_envelope)(p, params) for p in paths)
+    total = Envelope.empty(params.n_mels)
+    for part in parts:
+        if part is not None:
+            total = total.merge(part)
+    return total
+
+
+def corpus_shift(paths: list[str | Path], params: FeatureParams, card: dict, *, jobs: int = 1) -> np.ndarray:
+    """The per-band shift ``(n_mels,)`` (dB) that moves the envelope of ``paths`` onto the
+    model's reference; raises ``ValueError`` (one sentence) when it cannot be measured."""
+    reference = reference_envelope(card)
+    if reference is None:
+        raise ValueError("This model's card has no reference envelope, so --adapt corpus cannot be used with it; "
+                         "models trained or fine-tuned with sercli have one.")
+    env = measure_envelope([str(p) for p in paths], params, jobs=jobs)
+    if env.files < MIN_FILES:
+        raise ValueError(f"--adapt corpus needs at least {MIN_FILES} readable audio files to measure the corpus; "
+                         f"{env.files} could be read.")
+    return reference - env.mean
+
+
+def reference_entry(features: Iterable[tuple[np.ndarray, np.ndarray]], n_mels: int) -> dict:
+    """The card entry (:data:`CARD_KEY`) of the training files' envelope, from each file's
+    ``(log_mel, frame_db)``."""
+    env = Envelope.empty(n_mels)
+    for mel, level in features:
+        env.add(np.asarray(mel, np.float32), np.asarray(level, np.float32))
+    return {"reference_envelope": [round(float(v), 4) for v in env.mean], "files": env.files,
+            "speech_frames": env.frames, "speech_margin_db": SPEECH_MARGIN_DB}
