@@ -1,5 +1,5 @@
 """Print the LOCO table of runs/loco/*/eval.json (written by benchmarks/loco.sh): UAR, accuracy
-and ECE per held-out corpus, and the mean over corpora, per arm and seed.
+and ECE per held-out corpus, and the mean over corpora, per arm and seed (ARCH-ARM for another architecture than mfcc-cnn).
 
     python benchmarks/loco_table.py
 """
@@ -26,19 +26,19 @@ def _uar(ev: dict) -> float:
 def main() -> None:
     runs: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
     for f in sorted((ROOT / "runs" / "loco").glob("*/eval.json")):
-        m = re.fullmatch(r"(\w+)-(crema-d|ravdess|savee)-s(\d+)", f.parent.name)
+        m = re.fullmatch(r"([\w-]+?)-(crema-d|ravdess|savee)-s(\d+)", f.parent.name)
         if m:
             card = json.loads((f.parent / "card.json").read_text())
             ev = json.loads(f.read_text())
             runs[(m[1], m[3])][m[2]] = {**ev, "uar": _uar(ev), "val": card["training"]["val_macro_f1"]}
-    print(f"{'arm':9} {'seed':4} " + " ".join(f"{c + ' UAR/acc/ECE':>24}" for c in CORPORA) + "  mean UAR  mean ECE")
+    print(f"{'arm':17} {'seed':4} " + " ".join(f"{c + ' UAR/acc/ECE':>24}" for c in CORPORA) + "  mean UAR  mean ECE")
     for (arm, seed), per in sorted(runs.items()):
         cells = [f"{per[c]['uar']:.3f} / {per[c]['accuracy']:.3f} / {per[c]['ece']:.3f}" if c in per else "—"
                  for c in CORPORA]
         done = [per[c] for c in CORPORA if c in per]
         mean = (f"{sum(r['uar'] for r in done) / len(done):8.3f}  {sum(r['ece'] for r in done) / len(done):8.3f}"
                 if len(done) == len(CORPORA) else "")
-        print(f"{arm:9} {seed:4} " + " ".join(f"{c:>24}" for c in cells) + "  " + mean)
+        print(f"{arm:17} {seed:4} " + " ".join(f"{c:>24}" for c in cells) + "  " + mean)
 
 
 if __name__ == "__main__":
