@@ -61,8 +61,8 @@ RUN_KEY = {
     "include": "--include",
     "exclude": "--exclude",
 }
-_KEY_DEFAULTS = {"segments": None, "windows": None, "vad": "auto", "calibration": "in-domain", "adapt": "none", "include": [],
-                 "exclude": []}
+_KEY_DEFAULTS = {"segments": None, "windows": None, "vad": "auto", "calibration": "in-domain", "adapt": "none",
+                 "include": [], "exclude": []}
 
 
 def run_metadata(model: Model, options: Options, *, tables: dict[str, Path] | None = None,

@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from . import DEFAULT_MODEL
+from .adaptation import MIN_FILES, SAMPLE_FILES
 
 def _flags_without_type() -> None:
     """Typer 0.29 shows boolean flags as ``--quiet <bool>``, as if they took a value, and
@@ -66,9 +67,10 @@ def annotate(
     calibration: str = typer.Option("off-domain", "--calibration", help="off-domain (default: confidence for "
                                     "recordings unlike the training corpora) or in-domain (for audio like them).",
                                     metavar="off-domain|in-domain"),
-    adapt: str = typer.Option("none", "--adapt", help="corpus: first measure the inputs' average spectrum and "
-                              "align it with the training corpora's (for a corpus of 20 files or more recorded "
-                              "unlike them; see README); none (default).", metavar="none|corpus"),
+    adapt: str = typer.Option("none", "--adapt", help="corpus: first measure the average spectrum of up to "
+                              f"{SAMPLE_FILES} input files and align it with the training corpora's (for acted or "
+                              f"read speech recorded through one channel unlike them; needs {MIN_FILES} files or "
+                              "more; not for conversations).", metavar="none|corpus"),
     hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between windows "
                                         "(default: half a window, 1.5 s).", metavar="SECONDS"),
     include: List[str] = typer.Option([], "--include", help="Only files matching this glob (repeatable).", metavar="GLOB"),
@@ -149,8 +151,10 @@ def evaluate(
     jobs: int = typer.Option(-1, "--jobs", "-j", help="Worker processes."),
     calibration: str = typer.Option("off-domain", "--calibration", help="Calibration of the confidence "
                                     "(as annotate); ECE is reported for both.", metavar="off-domain|in-domain"),
-    adapt: str = typer.Option("none", "--adapt", help="corpus: adapt to the evaluated rows as annotate --adapt "
-                              "corpus adapts to its inputs.", metavar="none|corpus"),
+    adapt: str = typer.Option("none", "--adapt", help="corpus: measure the average spectrum of the evaluated "
+                              f"rows (up to {SAMPLE_FILES}; {MIN_FILES} or more needed) and align it with the model's, "
+                              "as annotate --adapt corpus does; --record stores the result under "
+                              "PROTOCOL+adapt_corpus.", metavar="none|corpus"),
 ) -> None:
     """Accuracy, UAR, macro-F1, per-class and per-corpus tables and ECE on a manifest split."""
     from .console import run_evaluate

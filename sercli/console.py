@@ -7,10 +7,16 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
+
+if TYPE_CHECKING:
+    from .batch import OutputPlan
+    from .models import Model
+    from .pipeline import Options
 
 err = Console(stderr=True)
 
@@ -25,6 +31,7 @@ def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, 
     """``sercli annotate``; returns the exit status."""
     import os
 
+    from .adaptation import check_reference
     from .batch import annotate_to_file, plan_output, run_metadata
     from .discovery import discover
     from .models import ModelNotFound, load_model
@@ -42,6 +49,8 @@ def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, 
                      f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}.")
     try:
         mdl = load_model(model, calibration=calibration)
+        if adapt == "corpus":
+            check_reference(mdl.card, mdl.params.n_mels)
         tables = {name: path for name, path in (("segments", segments), ("windows", windows)) if path is not None}
         options = Options.for_model(model, mdl, hop_s=hop_s, segments="segments" in tables,
                                     windows="windows" in tables, vad=vad, adapt=adapt)
@@ -56,14 +65,16 @@ def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, 
     if not paths:
         _shutdown(executor_factory)
         return _fail("no audio files found in the given inputs.")
-    if options.adapt != "none":
+    if adapt == "corpus":
         try:
-            options = _adapt(options, mdl, paths, plan, jobs=resolve_jobs(jobs), quiet=quiet)
+            options = _with_corpus_shift(options, mdl, paths, plan, jobs=resolve_jobs(jobs), quiet=quiet)
         except ValueError as exc:
-            _shutdown(executor_factory)
             return _fail(str(exc))
+        finally:
+            if options.shift is None:  # not measured (refused or interrupted): the run ends here
+                _shutdown(executor_factory)
         if plan is not None:
-            plan = replace(plan, meta={**plan.meta, "shift": list(options.shift)})
+            plan = replace(plan, meta=run_metadata(mdl, options, tables=tables, include=include, exclude=exclude))
     seen: dict[str, list] = {"status": [], "emotion": [], "confidence": [], "duration_s": []}
     progress, task = _progress(len(paths), quiet)
 
@@ -98,16 +109,18 @@ def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, 
     return 0 if stats.failed == 0 else 1
 
 
-def _adapt(options, mdl, paths, plan, *, jobs: int, quiet: bool):
-    """Options with the corpus shift: the resumed run's, else measured now (with a status line)."""
+def _with_corpus_shift(options: Options, mdl: Model, paths: list[str], plan: OutputPlan | None, *, jobs: int,
+                       quiet: bool) -> Options:
+    """``options`` with the corpus shift: the resumed run's, else measured now (under a status line)."""
+    from contextlib import nullcontext
+
     from .adaptation import SAMPLE_FILES
-    from .pipeline import adapted
+    from .pipeline import with_corpus_shift
 
     previous = plan.previous.get("shift") if plan is not None and plan.resume_from else None
-    if previous is not None or quiet:
-        return adapted(options, mdl, paths, jobs=jobs, shift=previous)
-    with err.status(f"measuring the corpus's spectral envelope on {min(len(paths), SAMPLE_FILES)} files"):
-        return adapted(options, mdl, paths, jobs=jobs)
+    status = err.status(f"measuring the average spectrum of {min(len(paths), SAMPLE_FILES)} files")
+    with nullcontext() if previous is not None or quiet else status:
+        return with_corpus_shift(options, mdl, paths, jobs=jobs, shift=previous)
 
 
 def _executor_factory(backend: str, scheduler: str | None, jobs: int):
@@ -203,7 +216,7 @@ def print_models() -> None:
         m = load_model(name)
         ev = m.card.get("evaluation", {})
         si = ev.get("speaker_independent", {})
-        loco = [v["uar"] for k, v in ev.items() if k.startswith("loco_")]
+        loco = [v["uar"] for k, v in ev.items() if k.startswith("loco_") and "+" not in k]  # not adapted
         table.add_row(name + (" (default)" if name == DEFAULT_MODEL else ""), m.card.get("arch", ""),
                       _fmt(si.get("accuracy")), _fmt(si.get("uar")), _fmt(si.get("macro_f1")),
                       _fmt(sum(loco) / len(loco) if loco else None), f"{m.card.get('params', '')}")

@@ -61,9 +61,14 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
     if rows.empty:
         raise ValueError(f"The manifest has no rows with {split_column} = {split!r}.")
 
+    shift = None  # with adapt="corpus": measured by the first run, reused by the second
+
     def run(calibration: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        pred = annotate(list(rows["path"]), model=model, jobs=jobs, calibration=calibration, adapt=adapt).files
-        pred = pred.merge(rows.rename(columns={"emotion": "true"}), on="path", how="left")
+        nonlocal shift
+        result = annotate(list(rows["path"]), model=model, jobs=jobs, calibration=calibration, adapt=adapt,
+                          shift=shift)
+        shift = result.info["shift"]
+        pred = result.files.merge(rows.rename(columns={"emotion": "true"}), on="path", how="left")
         return pred, pred[pred["status"].eq("ok")]
 
     pred, ok = run(calibration)
@@ -75,6 +80,7 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
         "split": split,
         "calibration": calibration,
         "adapt": adapt,
+        **({"shift": shift} if shift is not None else {}),
         **_headline(scored, ok),
         "per_class": scored["per_class"].round(4).to_dict(orient="index"),
         "confusion": {"labels": list(scored["confusion"].index), "matrix": scored["confusion"].to_numpy().tolist()},

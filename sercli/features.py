@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -284,9 +284,11 @@ class WindowStream:
     """
 
     def __init__(self, params: FeatureParams, *, hop_s: float | None = None, offset_s: float = 0.0,
-                 shift: np.ndarray | None = None) -> None:
+                 shift: Sequence[float] | np.ndarray | None = None) -> None:
         self.params = params
-        self.shift = None if shift is None else np.asarray(shift, np.float32)[:, None]
+        if shift is not None and len(shift) != params.n_mels:
+            raise ValueError(f"the shift has {len(shift)} bands; the features have {params.n_mels}.")
+        self._shift = None if shift is None else np.asarray(shift, np.float32)[:, None]  # (n_mels, 1)
         self.offset_s = offset_s  # time of the first sample in the file (a speech region's start)
         self.hop_frames = _hop_frames(params, hop_s)
         self._samples = np.zeros(params.n_fft // 2, np.float32)  # the zeros centring adds before the start
@@ -398,7 +400,7 @@ class WindowStream:
         if not starts:
             return Windows(np.zeros((0, p.n_features, wf), np.float32), np.zeros(0), np.zeros(0), np.zeros(0, bool))
         local = [s - self._first for s in starts]
-        mel = self._mel if self.shift is None else self._mel + self.shift
+        mel = self._mel if self._shift is None else self._mel + self._shift
         x = np.stack([normalize_window(mel[:, s: s + wf], p) for s in local])
         silent = np.array([self._level[s: s + wf].max() < p.silence_db for s in local])
         start_s = (self._origin + np.array(starts, dtype=np.float64)) * p.hop_length / p.sample_rate
@@ -418,11 +420,10 @@ def windows_from_log_mel(
     *,
     duration_s: float,
     hop_s: float | None = None,
-    shift: np.ndarray | None = None,
 ) -> Windows:
     """:func:`windows` from a precomputed :func:`log_mel` and :func:`frame_db` (training's cache),
     cut by the same :class:`WindowStream` code."""
-    stream = WindowStream(params, hop_s=hop_s, shift=shift)
+    stream = WindowStream(params, hop_s=hop_s)
     stream.n_samples = int(round(duration_s * params.sample_rate))
     stream._add(np.asarray(log_mel_db, np.float32), np.asarray(level_db, np.float32), final=True)
     return stream._emit(final=True)

@@ -20,6 +20,7 @@ from typing import Iterator
 import numpy as np
 
 from . import DEFAULT_MODEL, EMOTIONS
+from .adaptation import CARD_KEY as ADAPTATION_KEY
 from .features import FeatureParams
 
 __all__ = ["CALIBRATIONS", "Model", "ModelNotFound", "available_models", "load_model", "models_dir", "softmax"]
@@ -176,9 +177,9 @@ def render_card(card: dict) -> str:
              f"{tr.get('machine', '')}",
              f"- options: `{json.dumps(tr.get('options', {}))}`",
              f"- versions: `{json.dumps(tr.get('versions', {}))}`",
-             *([f"- `--adapt corpus` reference: the mean speech envelope of {ad['files']} training files"
+             *([f"- `--adapt corpus` reference: the mean speech envelope of {ad.get('files', '?')} training files"
                 + (f" (stored by `{ad['command']}`)" if ad.get("command") else "")]
-               if (ad := card.get("adaptation")) else []), ""]
+               if (ad := card.get(ADAPTATION_KEY)) else []), ""]
     titles = {"speaker_independent": "Speaker-independent test split (`split`)",
               "study_protocol": "Study protocol (`split_random`; a model trained on its train part)"}
     for key, ev in card.get("evaluation", {}).items():

@@ -15,9 +15,9 @@ import time
 import traceback
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["COLUMNS", "SEGMENT_COLUMNS", "WINDOW_COLUMNS", "table_columns", "Annotation", "Options", "ChunkResult",
-           "LocalExecutors", "RunAborted", "adapted", "annotate", "iter_chunks", "aggregate"]
+           "LocalExecutors", "RunAborted", "with_corpus_shift", "annotate", "iter_chunks", "aggregate"]
 
 
 
@@ -99,6 +99,8 @@ class Options:
             raise ValueError(f"vad must be {', '.join(VAD_MODES[:-1])} or {VAD_MODES[-1]}, not {self.vad!r}.")
         if self.adapt not in ADAPT_MODES:
             raise ValueError(f"adapt must be {' or '.join(ADAPT_MODES)}, not {self.adapt!r}.")
+        if self.shift is not None and self.adapt != "corpus":
+            raise ValueError("a shift goes with adapt='corpus'.")
 
 
 @dataclass
@@ -521,6 +523,8 @@ def iter_chunks(
     is then retried alone, with nothing else running, so a file that kills its worker
     again is known for sure and gets a ``crashed`` row.
     """
+    if options.adapt == "corpus" and options.shift is None:
+        raise ValueError("adapt='corpus' needs the corpus's shift (with_corpus_shift measures it).")
     chunks: deque[list[str]] = deque(_chunks(paths, chunk_size))
     suspects: deque[str] = deque()
     running: dict[Future, tuple[list[str], bool]] = {}  # future -> (paths, ran alone)
@@ -640,19 +644,16 @@ class Annotation:
     info: dict
 
 
-def adapted(options: Options, model: Model, paths: list[str], *, jobs: int,
-            shift: Iterable[float] | None = None) -> Options:
-    """``options`` with the corpus shift of ``paths`` when ``options.adapt == "corpus"`` (``shift``:
-    one measured before, e.g. by the run being resumed); unchanged otherwise."""
-    from dataclasses import replace
-
+def with_corpus_shift(options: Options, model: Model, paths: Sequence[str], *, jobs: int,
+                      shift: Sequence[float] | None = None) -> Options:
+    """``options`` set to adapt to the corpus of ``paths``: with ``shift`` (one measured before,
+    e.g. by the run being resumed), or else the shift measured on ``paths``
+    (:func:`~sercli.adaptation.corpus_shift`)."""
     from .adaptation import corpus_shift
 
-    if options.adapt == "none":
-        return options
     if shift is None:
         shift = corpus_shift(paths, model.params, model.card, jobs=jobs)
-    return replace(options, shift=tuple(round(float(v), 4) for v in shift))
+    return replace(options, adapt="corpus", shift=tuple(round(float(v), 4) for v in shift))
 
 
 def annotate(
@@ -667,6 +668,7 @@ def annotate(
     hop_s: float | None = None,
     calibration: str = "off-domain",
     adapt: str = "none",
+    shift: Sequence[float] | None = None,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
 ) -> Annotation:
@@ -680,7 +682,8 @@ def annotate(
     recordings unlike the training corpora) or ``"in-domain"`` (:data:`~sercli.models.CALIBRATIONS`).
     ``adapt``: ``"corpus"`` first measures the inputs' mean spectral envelope and aligns it with
     the training corpora's (:mod:`sercli.adaptation`; needs at least
-    :data:`~sercli.adaptation.MIN_FILES` files), ``"none"`` (default) does not.
+    :data:`~sercli.adaptation.MIN_FILES` files), ``"none"`` (default) does not. ``shift``: with
+    ``adapt="corpus"``, a shift measured before (``result.info["shift"]``) instead of measuring.
 
     >>> import sercli
     >>> result = sercli.annotate("examples", model="mfcc-cnn", jobs=1)
@@ -700,14 +703,18 @@ def annotate(
     if isinstance(inputs, np.ndarray):
         if not sample_rate:
             raise ValueError("An array needs its sample_rate.")
-        if adapt != "none":
-            raise ValueError("adapt='corpus' measures a corpus of files, not one array.")
+        if adapt == "corpus":
+            if shift is None:
+                raise ValueError("adapt='corpus' measures a corpus of files; for one array, pass the shift "
+                                 "measured on its corpus.")
+            options = with_corpus_shift(options, mdl, [], jobs=1, shift=shift)
         results = [annotate_chunk([ArrayAudio(inputs, int(sample_rate), mdl.params.sample_rate)], options)]
     else:
         if isinstance(inputs, (str, Path)):
             inputs = [inputs]
         paths = discover(inputs, include=include or (), exclude=exclude or ())
-        options = adapted(options, mdl, paths, jobs=resolve_jobs(jobs))
+        if adapt == "corpus":
+            options = with_corpus_shift(options, mdl, paths, jobs=resolve_jobs(jobs), shift=shift)
         results = list(iter_chunks(paths, options, executor_factory=LocalExecutors(resolve_jobs(jobs))))
 
     def frame(rows: list[dict], columns: list[str]) -> "pd.DataFrame":

@@ -69,14 +69,20 @@ def test_corpus_adaptation_undoes_a_fixed_channel(corpora):
                                                                                          params).mean
     assert np.ptp(gap) > 20  # the channel moves the envelope by tens of dB across the bands
 
-    def probs(folder: Path, adapt: str) -> np.ndarray:
-        files = sercli.annotate(folder, model="mfcc-cnn", adapt=adapt, jobs=1).files
-        assert files["status"].eq("ok").all()
-        return files[PROB_COLUMNS].to_numpy()
+    def files(folder: Path, adapt: str):
+        table = sercli.annotate(folder, model="mfcc-cnn", adapt=adapt, jobs=1).files
+        assert table["status"].eq("ok").all()
+        return table
 
-    unadapted = np.abs(probs(tilted, "none") - probs(plain, "none")).mean()
-    adapted = np.abs(probs(tilted, "corpus") - probs(plain, "corpus")).mean()
+    tables = {(c, a): files(f, a) for c, f in (("plain", plain), ("tilted", tilted)) for a in ("none", "corpus")}
+
+    def gap(adapt: str) -> tuple[float, float]:
+        a, b = tables["tilted", adapt], tables["plain", adapt]
+        return np.abs(a[PROB_COLUMNS].to_numpy() - b[PROB_COLUMNS].to_numpy()).mean(), (a["emotion"] == b["emotion"]).mean()
+
+    (unadapted, agree_unadapted), (adapted, agree_adapted) = gap("none"), gap("corpus")
     assert adapted < unadapted / 2
+    assert agree_adapted >= 0.9 > agree_unadapted
 
 
 def test_adapt_corpus_refuses_fewer_files_than_a_corpus_in_one_sentence(tmp_path):
@@ -86,7 +92,7 @@ def test_adapt_corpus_refuses_fewer_files_than_a_corpus_in_one_sentence(tmp_path
         shutil.copy(path, folder)
     out = run_cli("annotate", str(folder), "--adapt", "corpus", "-o", str(tmp_path / "e.csv"))
     assert out.returncode == 2
-    assert f"needs at least {MIN_FILES} readable audio files" in out.stderr
+    assert f"needs at least {MIN_FILES} readable audio files with speech" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "e.csv").exists()
 
 
@@ -108,3 +114,34 @@ def test_a_resumed_adapted_run_keeps_the_shift_it_started_with(corpora, tmp_path
 
     changed = run_cli("annotate", str(folder), "-o", str(out), "-q", "--resume")
     assert changed.returncode == 2 and "--adapt: 'corpus' then, 'none' now" in changed.stderr
+
+
+def test_the_shift_reaches_the_windows_of_long_files_split_into_speech_regions():
+    from conftest import speech
+
+    y = speech(40.0, index=3)
+    no_shift = sercli.annotate(y, sample_rate=16000, vad="on").files
+    shifted = [sercli.annotate(y, sample_rate=16000, vad="on", adapt="corpus", shift=s).files
+               for s in (np.zeros(64), np.linspace(-12.0, 12.0, 64))]
+    np.testing.assert_allclose(shifted[0][PROB_COLUMNS], no_shift[PROB_COLUMNS], atol=1e-6)
+    assert np.abs(shifted[1][PROB_COLUMNS].to_numpy() - no_shift[PROB_COLUMNS].to_numpy()).max() > 0.01
+
+
+def test_a_model_without_a_reference_spectrum_is_refused_before_any_work(tmp_path):
+    model = tmp_path / "old-model"
+    shutil.copytree(load_model("mfcc-cnn").path, model)
+    card = json.loads((model / "card.json").read_text())
+    del card["adaptation"]
+    (model / "card.json").write_text(json.dumps(card))
+    out = run_cli("annotate", str(example_files()[0].parent), "-m", str(model), "--adapt", "corpus",
+                  "-o", str(tmp_path / "e.csv"))
+    assert out.returncode == 2 and "has no reference spectrum" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "e.csv").exists()
+
+
+def test_the_models_table_reports_loco_without_adaptation():
+    card = load_model("mfcc-cnn").card["evaluation"]
+    plain = [v["uar"] for k, v in card.items() if k.startswith("loco_") and "+" not in k]
+    assert len(plain) == 3 and any("+adapt_corpus" in k for k in card)
+    row = next(line for line in run_cli("models").stdout.splitlines() if "mfcc-cnn" in line)
+    assert f"{sum(plain) / len(plain):.3f}" in row
