@@ -138,8 +138,9 @@ def corpus_shift(paths: Sequence[str | Path], params: FeatureParams, card: dict,
     reference = check_reference(card, params.n_mels)
     env = measure_envelope(paths, params, jobs=jobs)
     if env.files < MIN_FILES:
-        raise ValueError(f"adapting to a corpus needs at least {MIN_FILES} readable audio files with speech; "
-                         f"{env.files} of the {len(paths)} inputs have it.")
+        raise ValueError(f"adapting to a corpus needs at least {MIN_FILES} readable audio files with speech, and "
+                         f"{env.files} of the {len(paths)} files found have it: add files recorded the same way, "
+                         "or run without --adapt.")
     return np.clip(reference - env.mean, -MAX_SHIFT_DB, MAX_SHIFT_DB)
 
 

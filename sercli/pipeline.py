@@ -653,6 +653,8 @@ def with_corpus_shift(options: Options, model: Model, paths: Sequence[str], *, j
 
     if shift is None:
         shift = corpus_shift(paths, model.params, model.card, jobs=jobs)
+    elif len(shift) != model.params.n_mels:
+        raise ValueError(f"the shift has {len(shift)} bands; the model's features have {model.params.n_mels}.")
     return replace(options, adapt="corpus", shift=tuple(round(float(v), 4) for v in shift))
 
 
@@ -699,6 +701,8 @@ def annotate(
     from .output import typed_frame
 
     mdl = load_model(model, calibration=calibration)  # fails here, not in a worker, for an unknown model
+    if shift is not None and adapt != "corpus":
+        raise ValueError("a shift is only used with adapt='corpus'.")
     options = Options.for_model(model, mdl, hop_s=hop_s, segments=segments, windows=windows, vad=vad, adapt=adapt)
     if isinstance(inputs, np.ndarray):
         if not sample_rate:
