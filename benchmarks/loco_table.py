@@ -1,5 +1,5 @@
 """Print the LOCO table of runs/loco/*/eval.json (written by benchmarks/loco.sh): UAR, accuracy
-and ECE per held-out corpus, and the mean over corpora, per arm and seed (ARCH-ARM for another architecture than mfcc-cnn).
+and ECE per held-out corpus, and the mean over corpora (ECE at the temperature fitted on validation), per arm and seed (ARCH-ARM for another architecture than mfcc-cnn).
 
     python benchmarks/loco_table.py
 """
@@ -30,7 +30,8 @@ def main() -> None:
         if m:
             card = json.loads((f.parent / "card.json").read_text())
             ev = json.loads(f.read_text())
-            runs[(m[1], m[3])][m[2]] = {**ev, "uar": _uar(ev), "val": card["training"]["val_macro_f1"]}
+            ece = ev.get("ece_by_calibration", {}).get("in-domain", ev["ece"])  # at the fitted temperature
+            runs[(m[1], m[3])][m[2]] = {**ev, "uar": _uar(ev), "ece": ece, "val": card["training"]["val_macro_f1"]}
     print(f"{'arm':17} {'seed':4} " + " ".join(f"{c + ' UAR/acc/ECE':>24}" for c in CORPORA) + "  mean UAR  mean ECE")
     for (arm, seed), per in sorted(runs.items()):
         cells = [f"{per[c]['uar']:.3f} / {per[c]['accuracy']:.3f} / {per[c]['ece']:.3f}" if c in per else "—"
