@@ -335,7 +335,9 @@ class WindowStream:
         self._add(mel, level, final=final)
 
     def _add(self, mel: np.ndarray, level: np.ndarray, *, final: bool) -> None:
-        """Take new log-mel frames and their levels (trimming them when asked)."""
+        """Take new log-mel frames (shifted, when asked) and their levels (trimming them when asked)."""
+        if self._shift is not None:
+            mel = mel + self._shift
         if self.params.trim_db is not None:
             mel, level = self._trim(mel, level, final=final)
         self._mel = np.concatenate([self._mel, mel], axis=1)
@@ -400,8 +402,7 @@ class WindowStream:
         if not starts:
             return Windows(np.zeros((0, p.n_features, wf), np.float32), np.zeros(0), np.zeros(0), np.zeros(0, bool))
         local = [s - self._first for s in starts]
-        mel = self._mel if self._shift is None else self._mel + self._shift
-        x = np.stack([normalize_window(mel[:, s: s + wf], p) for s in local])
+        x = np.stack([normalize_window(self._mel[:, s: s + wf], p) for s in local])
         silent = np.array([self._level[s: s + wf].max() < p.silence_db for s in local])
         start_s = (self._origin + np.array(starts, dtype=np.float64)) * p.hop_length / p.sample_rate
         limit = self.duration_s
