@@ -109,7 +109,7 @@ def record_in_card(model_dir: str | Path, metrics: dict, command: str) -> str:
 
     Returns the protocol key it was stored under.
     """
-    from .models import CARD_FILE, render_card
+    from .models import CARD_FILE, write_card
 
     model_dir = Path(model_dir)
     card_path = model_dir / CARD_FILE
@@ -121,8 +121,7 @@ def record_in_card(model_dir: str | Path, metrics: dict, command: str) -> str:
     if evaluated.path != model_dir.resolve():  # e.g. the study-protocol twin of a shipped model
         entry["trained_by"] = evaluated.card.get("training", {}).get("command", "")
     card.setdefault("evaluation", {})[key] = entry
-    card_path.write_text(json.dumps(card, indent=1))
-    (model_dir / "CARD.md").write_text(render_card(card))
+    write_card(model_dir, card)
     return key
 
 

@@ -150,6 +150,13 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, calibration: str = C
                  calibration=calibration)
 
 
+def write_card(model_dir: str | Path, card: dict) -> None:
+    """Write ``card.json`` and its rendering ``CARD.md`` into ``model_dir``."""
+    model_dir = Path(model_dir)
+    (model_dir / CARD_FILE).write_text(json.dumps(card, indent=1))
+    (model_dir / "CARD.md").write_text(render_card(card))
+
+
 def render_card(card: dict) -> str:
     """The Markdown model card (``CARD.md``) for a ``card.json`` dict."""
     tr = card.get("training", {})

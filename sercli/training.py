@@ -28,7 +28,7 @@ from .adaptation import CARD_KEY, reference_entry
 from .architectures import ARCHITECTURES, build
 from .audio import decode
 from .corpora import read_manifest, speaker_split, split_labels
-from .models import KERAS_FILE, MODEL_FILE, PARAMS_FILE, load_model, render_card, softmax
+from .models import KERAS_FILE, MODEL_FILE, PARAMS_FILE, load_model, softmax, write_card
 from .pipeline import aggregate
 from .reports import class_order
 
@@ -584,8 +584,7 @@ def export(model, params: F.FeatureParams, card: dict, out: Path) -> None:
     card_path = out / "card.json"
     old = json.loads(card_path.read_text()) if card_path.exists() else {}
     card = {**card, "evaluation": old.get("evaluation", {})}
-    card_path.write_text(json.dumps(card, indent=1))
-    (out / "CARD.md").write_text(render_card(card))
+    write_card(out, card)
 
 
 def add_reference(model_dir: str | Path, manifest: str | Path, *, split_column: str = "split",
@@ -600,8 +599,7 @@ def add_reference(model_dir: str | Path, manifest: str | Path, *, split_column: 
     entry = {**reference_entry((feats[p][0] for p in paths if p in feats), model.params.n_mels),
              "command": command}
     card = {**model.card, CARD_KEY: entry}
-    (model.path / "card.json").write_text(json.dumps(card, indent=1))
-    (model.path / "CARD.md").write_text(render_card(card))
+    write_card(model.path, card)
     return entry
 
 
