@@ -70,6 +70,24 @@ def file_probs(model, temperature: float, items: list, params, stats: list, sour
     return np.stack(out)
 
 
+def record(results: list[dict], out: Path, truth: pd.Series, classes, probs: np.ndarray, **labels) -> None:
+    """Score file probabilities ``probs`` against ``truth``; append the row (``labels`` + n, UAR,
+    accuracy) to ``results``, print it and save all rows to ``out``."""
+    from sercli.reports import scores
+
+    s = scores(truth.astype(str).to_numpy(), np.array(classes)[probs.argmax(axis=1)])
+    results.append({**labels, "n": len(truth), "uar": round(s["uar"], 4), "accuracy": round(s["accuracy"], 4)})
+    print(results[-1], flush=True)
+    out.write_text(json.dumps(results, indent=1))
+
+
+def print_uar_table(results: list[dict], keys: list[str]) -> None:
+    """Mean UAR per ``keys`` and held-out corpus, and the mean over corpora."""
+    table = pd.DataFrame(results).groupby([*keys, "corpus"])["uar"].mean().unstack()
+    table["mean"] = table.mean(axis=1)
+    print(table.round(3).to_string())
+
+
 def skewed(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Each speaker keeps the clips of two of their emotions, drawn at random."""
     rng = np.random.default_rng(seed)
@@ -91,7 +109,6 @@ def main() -> None:
     import keras
 
     from sercli.models import load_model
-    from sercli.reports import scores
     from sercli.training import load_features
 
     manifest = pd.read_csv(MANIFEST, dtype={"speaker": str})
@@ -121,16 +138,9 @@ def main() -> None:
                 }
                 for name, (stats, var) in conditions.items():
                     probs = file_probs(net, mdl.temperature, items, mdl.params, stats, source, var)
-                    pred = np.array(mdl.classes)[probs.argmax(axis=1)]
-                    s = scores(rows["emotion"].astype(str).to_numpy(), pred)
-                    results.append({"seed": seed, "corpus": corpus, "case": case, "adapt": name,
-                                    "n": len(rows), "uar": round(s["uar"], 4), "accuracy": round(s["accuracy"], 4)})
-                    print(results[-1], flush=True)
-                    args.out.write_text(json.dumps(results, indent=1))
-    df = pd.DataFrame(results)
-    table = df.groupby(["case", "adapt", "corpus"])["uar"].mean().unstack()
-    table["mean"] = table.mean(axis=1)
-    print(table.round(3).to_string())
+                    record(results, args.out, rows["emotion"], mdl.classes, probs, seed=seed, corpus=corpus,
+                           case=case, adapt=name)
+    print_uar_table(results, ["case", "adapt"])
 
 
 if __name__ == "__main__":

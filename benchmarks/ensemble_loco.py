@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adapt_loco import MANIFEST, ROOT, envelope_stats, file_probs
+from adapt_loco import MANIFEST, ROOT, envelope_stats, file_probs, print_uar_table, record
 
 
 def main() -> None:
@@ -33,7 +33,6 @@ def main() -> None:
     import keras
 
     from sercli.models import load_model
-    from sercli.reports import scores
     from sercli.training import load_features
 
     manifest = pd.read_csv(MANIFEST, dtype={"speaker": str})
@@ -68,16 +67,9 @@ def main() -> None:
                                                          [target] * len(items), source, False)
                     classes = mdl.classes
                 probs = np.mean([probs_of[m, adapt] for m in members], axis=0)
-                pred = np.array(classes)[probs.argmax(axis=1)]
-                s = scores(held["emotion"].astype(str).to_numpy(), pred)
-                results.append({"ensemble": ensemble, "corpus": corpus, "adapt": adapt, "n": len(held),
-                                "uar": round(s["uar"], 4), "accuracy": round(s["accuracy"], 4)})
-                print(results[-1], flush=True)
-                args.out.write_text(json.dumps(results, indent=1))
-    df = pd.DataFrame(results)
-    table = df.groupby(["ensemble", "adapt", "corpus"])["uar"].mean().unstack()
-    table["mean"] = table.mean(axis=1)
-    print(table.round(3).to_string())
+                record(results, args.out, held["emotion"], classes, probs, ensemble=ensemble, corpus=corpus,
+                       adapt=adapt)
+    print_uar_table(results, ["ensemble", "adapt"])
 
 
 if __name__ == "__main__":
