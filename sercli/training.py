@@ -113,6 +113,11 @@ def _extract_one(path: str, params: F.FeatureParams, speeds: tuple[float, ...]):
     return out
 
 
+def default_cache_dir() -> Path:
+    """Where features are cached unless a command says otherwise: ``~/.cache/sercli``."""
+    return Path.home() / ".cache" / "sercli"
+
+
 def load_features(paths: list[str], params: F.FeatureParams, *, cache_dir: Path, jobs: int,
                   speeds: tuple[float, ...] = SPEEDS) -> dict[str, list]:
     """``{path: [(log_mel, frame_db) per speed]}``, computed once and cached on disk."""
@@ -412,7 +417,7 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
     """
     out = Path(out)
     ckpt = out / "checkpoint"
-    cache_dir = Path(cache_dir or Path.home() / ".cache" / "sercli")
+    cache_dir = Path(cache_dir or default_cache_dir())
     base = load_model(opts.init) if opts.init else None
     if base is not None:  # the base model's front end, whatever the options said
         opts = replace(opts, arch=base.card.get("arch", opts.arch), window_s=base.params.window_s,
@@ -594,8 +599,7 @@ def add_reference(model_dir: str | Path, manifest: str | Path, *, split_column: 
     model = load_model(model_dir)
     df = read_manifest(manifest)
     paths = list(df.loc[split_labels(df, split_column).eq("train"), "path"])
-    feats = load_features(paths, model.params, cache_dir=Path(cache_dir or Path.home() / ".cache" / "sercli"),
-                          jobs=jobs)
+    feats = load_features(paths, model.params, cache_dir=Path(cache_dir or default_cache_dir()), jobs=jobs)
     entry = {**reference_entry((feats[p][0] for p in paths if p in feats), model.params.n_mels),
              "command": command}
     card = {**model.card, CARD_KEY: entry}
