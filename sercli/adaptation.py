@@ -17,14 +17,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from .features import FeatureParams, frame_db, log_mel
 
+if TYPE_CHECKING:
+    from .models import Model
+
 __all__ = ["ADAPT_MODES", "CARD_KEY", "MAX_SHIFT_DB", "MIN_FILES", "SAMPLE_FILES", "SAMPLE_SECONDS", "Envelope",
-           "check_reference", "corpus_shift", "measure_envelope", "reference_entry", "reference_envelope"]
+           "check_reference", "corpus_shift", "embedding_stats", "measure_envelope", "reference_entry", "reference_envelope"]
 
 #: ``--adapt`` choices: no adaptation, or one shift for the whole input.
 ADAPT_MODES = ("none", "corpus")
@@ -94,23 +97,11 @@ def check_reference(card: dict, n_mels: int) -> np.ndarray:
 
 def _file_envelope(path: str, params: FeatureParams) -> Envelope | None:
     """The envelope of a file's first :data:`SAMPLE_SECONDS`; ``None`` when it cannot be read or is silent."""
-    from .audio import open_audio
-
-    try:
-        blocks = open_audio(path, sample_rate=params.sample_rate, block_s=SAMPLE_SECONDS).blocks()
-        try:
-            y = next(blocks, np.zeros(0, np.float32))
-        finally:
-            blocks.close()  # stops a decoder process
-    except Exception:  # an unreadable file is the annotate pass's to report; here it is only not measured
-        return None
-    if len(y) < params.n_fft:
-        return None
-    level = frame_db(y, params)
-    if level.max() < params.silence_db:
+    y = _first_block(path, params)
+    if y is None:
         return None
     env = Envelope.empty(params.n_mels)
-    env.add(log_mel(y, params), level)
+    env.add(log_mel(y, params), frame_db(y, params))
     return env
 
 
@@ -121,9 +112,7 @@ def measure_envelope(paths: Sequence[str | Path], params: FeatureParams, *, jobs
     are left out."""
     from .pipeline import local_executor
 
-    paths = sorted(map(str, paths))
-    if len(paths) > SAMPLE_FILES:
-        paths = sorted(np.random.default_rng(seed).choice(paths, SAMPLE_FILES, replace=False))
+    paths = _sample(paths, seed)
     total = Envelope.empty(params.n_mels)
     for part in local_executor(jobs).map(_file_envelope, paths, [params] * len(paths), chunksize=8):
         if part is not None:
@@ -131,17 +120,80 @@ def measure_envelope(paths: Sequence[str | Path], params: FeatureParams, *, jobs
     return total
 
 
-def corpus_shift(paths: Sequence[str | Path], params: FeatureParams, card: dict, *, jobs: int = 1) -> np.ndarray:
-    """The per-band shift ``(n_mels,)`` in dB that moves the envelope of ``paths`` onto the
-    model's reference, within ±:data:`MAX_SHIFT_DB`; raises ``ValueError`` (one sentence) when
-    it cannot be measured."""
-    reference = check_reference(card, params.n_mels)
-    env = measure_envelope(paths, params, jobs=jobs)
-    if env.files < MIN_FILES:
+def corpus_shift(paths: Sequence[str | Path], model: "Model", *, jobs: int = 1) -> np.ndarray:
+    """What ``--adapt corpus`` applies, measured on ``paths``: for a network on log-mel input, the
+    per-band shift ``(n_mels,)`` in dB that moves their envelope onto the model's reference,
+    within ±:data:`MAX_SHIFT_DB`; for an encoder model, the mean and scale of their window
+    embeddings, concatenated (:func:`embedding_stats`). Raises ``ValueError`` (one sentence)
+    when it cannot be measured."""
+    if model.head is not None:
+        stats, files = embedding_stats(paths, model, jobs=jobs)
+    else:
+        reference = check_reference(model.card, model.params.n_mels)
+        env = measure_envelope(paths, model.params, jobs=jobs)
+        stats, files = np.clip(reference - env.mean, -MAX_SHIFT_DB, MAX_SHIFT_DB), env.files
+    if files < MIN_FILES:
         raise ValueError(f"adapting to a corpus needs at least {MIN_FILES} readable audio files with speech, and "
-                         f"{env.files} of the {len(paths)} files found have it: add files recorded the same way, "
+                         f"{files} of the {len(paths)} files found have it: add files recorded the same way, "
                          "or run without --adapt.")
-    return np.clip(reference - env.mean, -MAX_SHIFT_DB, MAX_SHIFT_DB)
+    return stats
+
+
+def _sample(paths: Sequence[str | Path], seed: int = 0) -> list[str]:
+    """Up to :data:`SAMPLE_FILES` of ``paths``: all of them, or a fixed random sample."""
+    paths = sorted(map(str, paths))
+    if len(paths) > SAMPLE_FILES:
+        paths = sorted(np.random.default_rng(seed).choice(paths, SAMPLE_FILES, replace=False))
+    return paths
+
+
+def _first_block(path: str, params: FeatureParams) -> np.ndarray | None:
+    """The first :data:`SAMPLE_SECONDS` of a file; ``None`` when it cannot be read or is silent."""
+    from .audio import open_audio
+
+    try:
+        blocks = open_audio(path, sample_rate=params.sample_rate, block_s=SAMPLE_SECONDS).blocks()
+        try:
+            y = next(blocks, np.zeros(0, np.float32))
+        finally:
+            blocks.close()  # stops a decoder process
+    except Exception:  # an unreadable file is the annotate pass's to report; here it is only not measured
+        return None
+    if len(y) < params.n_fft or frame_db(y, params).max() < params.silence_db:
+        return None
+    return y
+
+
+def _file_embedding_sums(path: str, model_path: str) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Sum and sum of squares of the embeddings of a file's windows with speech, and their count."""
+    from .features import windows
+    from .models import load_model
+
+    model = load_model(model_path)
+    y = _first_block(path, model.params)
+    if y is None:
+        return None
+    w = windows(y, model.params)
+    emb = model.run(w.x[~w.silent]).astype(np.float64)
+    return (emb.sum(axis=0), np.square(emb).sum(axis=0), len(emb)) if len(emb) else None
+
+
+def embedding_stats(paths: Sequence[str | Path], model: "Model", *, jobs: int = 1) -> tuple[np.ndarray, int]:
+    """The mean and standard deviation of an encoder model's window embeddings over up to
+    :data:`SAMPLE_FILES` of ``paths`` (windows with speech, the first :data:`SAMPLE_SECONDS` of
+    each file), concatenated ``(2 dim,)``, and the number of files measured."""
+    from .pipeline import local_executor
+
+    paths = _sample(paths)
+    total, squares, n, files = 0.0, 0.0, 0, 0
+    for part in local_executor(jobs).map(_file_embedding_sums, paths, [str(model.path)] * len(paths), chunksize=8):
+        if part is not None:
+            total, squares, n, files = total + part[0], squares + part[1], n + part[2], files + 1
+    if not n:
+        return np.zeros(0), 0
+    mean = total / n
+    std = np.sqrt(np.maximum(squares / n - mean ** 2, 0.0)) + 1e-5
+    return np.round(np.concatenate([mean, std]), 5), files
 
 
 def reference_entry(features: Iterable[tuple[np.ndarray, np.ndarray]], n_mels: int) -> dict:

@@ -232,8 +232,14 @@ def train(
                                        "directory) instead of training from scratch; its feature front end is "
                                        "kept, and its head is replaced when the manifest's classes differ.",
                                        metavar="NAME|DIR"),
-    arch: str = typer.Option("mfcc-cnn", help="mel-cnn, mfcc-cnn or mfcc-crnn (from scratch; --init keeps the "
-                             "base model's)."),
+    arch: str = typer.Option("mfcc-cnn", help="mel-cnn, mfcc-cnn or mfcc-crnn (from scratch), or whisper-base / "
+                             "whisper-tiny.en (a frozen pretrained encoder and a head; needs the encoder extra); "
+                             "--init keeps the base model's."),
+    layers: int = typer.Option(3, help="whisper-*: encoder blocks kept (the ones above are never run)."),
+    head: str = typer.Option("linear", help="whisper-*: linear or mlp (one hidden layer).", metavar="linear|mlp"),
+    norm: str = typer.Option("corpus", help="whisper-*: corpus (standardise each training corpus's embeddings "
+                             "with its own statistics) or none.", metavar="corpus|none"),
+    quantize: bool = typer.Option(True, help="whisper-*: int8 dynamic-range weights in the LiteRT file."),
     split_column: str = typer.Option("split", help="Column with train/val/test, or loco:CORPUS to hold "
                                      "that corpus out (leave-one-corpus-out); without it every row trains, and a "
                                      "validation slice is carved out (whole speakers where possible)."),
@@ -265,21 +271,33 @@ def train(
     """Train a model on the manifest's train rows, early-stopping on val; or, with --init, fine-tune a
     model on a few labelled clips of your own (at least 5 per class)."""
     from .architectures import ARCHITECTURES
+    from .encoder import SOURCES
     from .models import ModelNotFound, load_model
 
-    if arch not in ARCHITECTURES:
-        _fail(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
+    encoders = [f"whisper-{size}" for size in SOURCES]
+    if arch not in ARCHITECTURES and arch not in encoders:
+        _fail(f"unknown architecture {arch!r}; choose one of {', '.join([*ARCHITECTURES, *encoders])}.")
     if not manifest.is_file():
         _fail(f"the manifest {manifest} does not exist.")
+    base = None
     if init is not None:
         try:
-            load_model(init)
+            base = load_model(init)
         except ModelNotFound as exc:
             _fail(str(exc))
-    from .console import run_train
+    from .console import run_train, run_train_encoder
     from .training import FINE_TUNING, TrainOptions
 
     command = "sercli " + shlex.join(sys.argv[1:])
+    if (base is not None and base.head is not None) or (base is None and arch in encoders):
+        from .encoder_training import EncoderOptions
+
+        if head not in ("linear", "mlp") or norm not in ("corpus", "none"):
+            _fail("--head must be linear or mlp, and --norm corpus or none.")
+        opts = EncoderOptions(size=arch.removeprefix("whisper-"), layers=layers, head=head, norm=norm,
+                              quantize=quantize, split_column=split_column, seed=seed)
+        raise typer.Exit(run_train_encoder(manifest=manifest, out=out, opts=opts, init=init, jobs=jobs,
+                                           cache_dir=cache_dir, command=command))
     if select_by not in (None, "macro_f1", "nll"):
         _fail(f"--select-by must be macro_f1 or nll, not {select_by!r}.")
     given = {k: v for k, v in {"epochs": epochs, "freeze_epochs": freeze_epochs, "select_by": select_by}.items()

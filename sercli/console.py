@@ -50,7 +50,7 @@ def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, 
                      f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}.")
     try:
         mdl = load_model(model, calibration=calibration)
-        if adapt == "corpus":
+        if adapt == "corpus" and mdl.head is None:  # an encoder model adapts its embeddings: no reference needed
             check_reference(mdl.card, mdl.params.n_mels)
         tables = {name: path for name, path in (("segments", segments), ("windows", windows)) if path is not None}
         options = Options.for_model(model, mdl, hop_s=hop_s, segments="segments" in tables,
@@ -275,6 +275,32 @@ def run_train(*, manifest, out, opts, jobs, cache_dir, command) -> int:
     tr = card["training"]
     err.print(f"wrote {out} ({len(card['classes'])} classes; best epoch {tr['best_epoch']}, "
               f"val macro-F1 {tr['val_macro_f1']:.3f})", highlight=False)
+    return 0
+
+
+def run_train_encoder(*, manifest, out, opts, init, jobs, cache_dir, command) -> int:
+    """``sercli train`` of an encoder model (or of a new head for one, with ``--init``)."""
+    import logging
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    from rich.logging import RichHandler
+
+    from .encoder_training import fine_tune_head, train_encoder_model
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s", force=True,
+                        handlers=[RichHandler(console=err, show_path=False)])
+    try:
+        with err.status("fitting the head" if init else "exporting the encoder and fitting the head"):
+            if init:
+                card = fine_tune_head(init, manifest, out, seed=opts.seed, jobs=jobs, command=command)
+            else:
+                card = train_encoder_model(manifest, out, opts, jobs=jobs, cache_dir=cache_dir, command=command)
+    except (ValueError, FileNotFoundError) as exc:  # unusable manifest, too few clips, encoder wheel missing
+        return _fail(str(exc))
+    tr = card["training"]
+    err.print(f"wrote {out} ({len(card['classes'])} classes; val macro-F1 {tr['val_macro_f1']:.3f}, "
+              f"{tr['train_seconds']:.0f} s)", highlight=False)
     return 0
 
 

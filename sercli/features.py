@@ -21,6 +21,7 @@ __all__ = [
     "Windows",
     "concat_windows",
     "trim_bounds",
+    "whisper_params",
     "frame_db",
     "from_log_mel",
     "log_mel",
@@ -39,7 +40,9 @@ _FRAMES_PER_BLOCK = 256
 class FeatureParams:
     """Everything that defines a model's input; saved next to the model weights."""
 
-    kind: Literal["mel", "mfcc"] = "mfcc"
+    #: "mel" / "mfcc": the CNNs' features; "whisper": Whisper's own log-mel front end
+    #: (:func:`whisper_params`: 80 bands, 25 ms / 10 ms, log10, clamped at the maximum minus 8)
+    kind: Literal["mel", "mfcc", "whisper"] = "mfcc"
     sample_rate: int = 16000
     n_fft: int = 512
     hop_length: int = 256
@@ -61,12 +64,12 @@ class FeatureParams:
     @property
     def n_features(self) -> int:
         """Rows of the model input: mel bands or MFCC coefficients."""
-        return self.n_mels if self.kind == "mel" else self.n_mfcc
+        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
 
     @property
     def window_frames(self) -> int:
-        """Columns of the model input (frames per window)."""
-        return 1 + int(round(self.window_s * self.sample_rate)) // self.hop_length
+        """Columns of the model input (frames per window); Whisper drops the last STFT frame."""
+        return (self.kind != "whisper") + int(round(self.window_s * self.sample_rate)) // self.hop_length
 
     @property
     def min_samples(self) -> int:
@@ -80,6 +83,14 @@ class FeatureParams:
     def from_dict(cls, data: dict) -> FeatureParams:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+def whisper_params(**overrides) -> FeatureParams:
+    """Whisper's front end: 16 kHz, 400-sample Hann frames every 160 samples, 80 Slaney mel bands
+    from 0 to 8 kHz (``librosa.filters.mel(sr=16000, n_fft=400, n_mels=80)``), 3 s windows of
+    300 frames (the encoder turns them into 150 steps)."""
+    return FeatureParams(**{"kind": "whisper", "n_fft": 400, "hop_length": 160, "n_mels": 80,
+                            "fmin": 0.0, "fmax": 8000.0, **overrides})
 
 
 def log_mel(y: np.ndarray, params: FeatureParams) -> np.ndarray:
@@ -197,11 +208,24 @@ def normalize_window(log_mel_db: np.ndarray, params: FeatureParams) -> np.ndarra
     the features computed (:func:`from_log_mel`) and scaled to unit variance. The
     result has shape ``(n_features, window_frames)``; padded columns are 0 (the mean).
     """
+    if params.kind == "whisper":
+        return _whisper_window(log_mel_db, params)
     if params.floor_db is not None and log_mel_db.size:
         log_mel_db = np.maximum(log_mel_db, log_mel_db.max() - params.floor_db)
     feat = from_log_mel(log_mel_db - log_mel_db.mean(), params)
     out = np.zeros((feat.shape[0], params.window_frames), dtype=np.float32)
     out[:, : feat.shape[1]] = feat / (feat.std() + 1e-5)
+    return out
+
+
+def _whisper_window(log_mel_db: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """Whisper's scaling of one window: log10 power clamped at its maximum minus 8, then
+    ``(x + 4) / 4``. Columns past the signal get the value of zero samples (log10 1e-10,
+    clamped), as Whisper pads its own 30 s inputs. Shape ``(80, window_frames)``."""
+    x = log_mel_db / 10.0
+    top = float(x.max()) if x.size else -10.0
+    out = np.full((params.n_mels, params.window_frames), (max(-10.0, top - 8.0) + 4.0) / 4.0, np.float32)
+    out[:, : x.shape[1]] = (np.maximum(x, top - 8.0) + 4.0) / 4.0
     return out
 
 

@@ -3,6 +3,9 @@
 A model directory holds ``model.keras`` (the Keras source of truth), ``model.tflite``
 (the same network exported for inference), ``params.json`` (the
 :class:`~sercli.features.FeatureParams` it was trained on) and ``card.json`` / ``CARD.md``.
+An *encoder model* instead holds ``model.tflite`` mapping windows to embeddings (a pretrained
+encoder, rebuilt from its published weights by :mod:`sercli.encoder`) and ``head.npz``, the
+emotion head run with NumPy (:class:`~sercli.heads.Head`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 from . import DEFAULT_MODEL, EMOTIONS
 from .adaptation import CARD_KEY as ADAPTATION_KEY
 from .features import FeatureParams
+from .heads import HEAD_FILE, Head
 
 __all__ = ["CALIBRATIONS", "Model", "ModelNotFound", "available_models", "load_model", "models_dir", "softmax"]
 
@@ -88,6 +92,8 @@ class Model:
     params: FeatureParams
     card: dict
     calibration: str = CALIBRATIONS[0]
+    #: an encoder model's corpus statistics (``--adapt corpus``): embedding means, then scales
+    corpus_stats: tuple[float, ...] | None = None
 
     @property
     def temperature(self) -> float:
@@ -107,6 +113,17 @@ class Model:
             if (self.path / CARD_FILE).exists() else ""
 
     @cached_property
+    def head(self) -> Head | None:
+        """The NumPy head of an encoder model (``head.npz``), ``None`` for a network that gives logits."""
+        return Head.load(self.path / HEAD_FILE) if (self.path / HEAD_FILE).is_file() else None
+
+    @property
+    def adapt_size(self) -> int:
+        """Values of a ``--adapt corpus`` shift: a mean and a scale per embedding dimension for an
+        encoder model, one dB value per mel band otherwise."""
+        return 2 * len(self.head.mean) if self.head is not None else self.params.n_mels
+
+    @cached_property
     def _interpreter(self):
         from ai_edge_litert.interpreter import Interpreter
 
@@ -115,12 +132,28 @@ class Model:
             interp.allocate_tensors()
         return interp
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        """Raw logits ``(n, classes)`` for model inputs ``x`` of shape ``(n, n_features, frames)``."""
+    def logits(self, x: np.ndarray, *, stats: np.ndarray | None = None) -> np.ndarray:
+        """Raw logits ``(n, classes)`` for model inputs ``x`` of shape ``(n, n_features, frames)``.
+
+        ``stats``: for an encoder model, the corpus's embedding mean and scale, concatenated
+        (``--adapt corpus``); the head's own training statistics otherwise.
+        """
+        out = self.run(x)
+        if self.head is None:
+            return out
+        stats = self.corpus_stats if stats is None else stats
+        return self.head.logits(out, stats=None if stats is None else np.split(np.asarray(stats, np.float64), 2))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The LiteRT network's output for inputs ``(n, n_features, frames)``: logits, or an
+        encoder model's embeddings ``(n, dim)``."""
         interp = self._interpreter
         inp = interp.get_input_details()[0]
         out = interp.get_output_details()[0]
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.head is not None and len(x) != 1:  # an encoder runs window by window (its memory stays small)
+            return np.concatenate([self.run(x[i:i + 1]) for i in range(len(x))]) if len(x) else \
+                np.zeros((0, len(self.head.mean)), np.float32)
         if inp["shape"][0] != len(x):
             interp.resize_tensor_input(inp["index"], [len(x), *x.shape[1:]])
             interp.allocate_tensors()
@@ -128,9 +161,9 @@ class Model:
         interp.invoke()
         return interp.get_tensor(out["index"]).copy()
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, x: np.ndarray, *, stats: np.ndarray | None = None) -> np.ndarray:
         """Calibrated class probabilities ``(n, classes)`` for inputs ``(n, n_features, frames)``."""
-        return softmax(self.logits(x).astype(np.float64) / self.temperature)
+        return softmax(self.logits(x, stats=stats).astype(np.float64) / self.temperature)
 
 
 def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, calibration: str = CALIBRATIONS[0]) -> Model:

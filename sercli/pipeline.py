@@ -134,10 +134,19 @@ def _model(options: Options) -> Model:
     cache = getattr(_per_thread, "models", None)
     if cache is None:
         cache = _per_thread.models = {}
-    key = (options.model, options.calibration)
+    key = (options.model, options.calibration, options.shift)
     if key not in cache:
-        cache[key] = load_model(options.model, calibration=options.calibration)
+        model = load_model(options.model, calibration=options.calibration)
+        if model.head is not None and options.shift is not None:  # an encoder model adapts its embeddings
+            model = replace(model, corpus_stats=options.shift)
+        cache[key] = model
     return cache[key]
+
+
+def _mel_shift(options: Options, model: Model) -> tuple[float, ...] | None:
+    """The log-mel shift of ``--adapt corpus`` for a network on log-mel input (an encoder model
+    adapts its embeddings instead)."""
+    return options.shift if model.head is None else None
 
 
 def _base_row(path: str, options: Options) -> dict:
@@ -238,7 +247,7 @@ def annotate_chunk(paths: list, options: Options) -> ChunkResult:
     for path in paths:  # file paths, or ArrayAudio (the library's in-memory input)
         row = _base_row(path.name if isinstance(path, ArrayAudio) else path, options)
         rows.append(row)
-        state = _FileState(row, WindowStream(params, hop_s=options.hop_s, shift=options.shift))
+        state = _FileState(row, WindowStream(params, hop_s=options.hop_s, shift=_mel_shift(options, model)))
         row["_state"] = state
         try:
             _stream(path, state, options, model, stage)
@@ -344,7 +353,8 @@ def _stream_regions(blocks, state: _FileState, options: Options, model: Model, s
         for a, b in regions:
             piece = buffer[max(0, int(a * rate) - buffer_start):max(0, int(b * rate) - buffer_start)]
             if len(piece) >= params.min_samples:
-                stream = WindowStream(params, hop_s=options.hop_s, offset_s=a, shift=options.shift)
+                stream = WindowStream(params, hop_s=options.hop_s, offset_s=a,
+                                      shift=_mel_shift(options, model))
                 waiting.append((a, a + len(piece) / rate, concat_windows([stream.feed(piece), stream.finish()],
                                                                           params)))
         stage["features"] += time.perf_counter() - t1
@@ -652,9 +662,9 @@ def with_corpus_shift(options: Options, model: Model, paths: Sequence[str], *, j
     from .adaptation import corpus_shift
 
     if shift is None:
-        shift = corpus_shift(paths, model.params, model.card, jobs=jobs)
-    elif len(shift) != model.params.n_mels:
-        raise ValueError(f"the shift has {len(shift)} bands; the model's features have {model.params.n_mels}.")
+        shift = corpus_shift(paths, model, jobs=jobs)
+    elif len(shift) != model.adapt_size:
+        raise ValueError(f"the shift has {len(shift)} values; the model {model.name!r} takes {model.adapt_size}.")
     return replace(options, adapt="corpus", shift=tuple(round(float(v), 4) for v in shift))
 
 

