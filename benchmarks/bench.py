@@ -218,6 +218,25 @@ def window_ms(models: list[str], batch: int = 32, repeats: int = 20) -> dict[str
     return out
 
 
+def per_model(wav_dir: Path, models: list[str], workdir: Path, audio_s: float, n: int) -> list[dict]:
+    """Every shipped model on the same clips: cold (a fresh process, start-up included) and steady,
+    ``--jobs 2``; and the first annotate of one clip in a fresh process (start-up alone, nearly)."""
+    one = workdir / "one"
+    one.mkdir(exist_ok=True)
+    first = sorted(wav_dir.iterdir())[0]
+    (one / first.name).write_bytes(first.read_bytes())
+    out = []
+    for name in models:
+        cold = cold_run(wav_dir, 2, name, workdir / "model.parquet")
+        steady = steady_run(wav_dir, 2, name, workdir / "model.parquet")
+        single = cold_run(one, 2, name, workdir / "one.parquet")
+        out.append({"model": name, "cold_files_per_s": n / cold["wall_s"], "cold_x_real_time": audio_s / cold["wall_s"],
+                    "cold_peak_rss_mib": cold["peak_rss_mib"], "steady_files_per_s": steady["files_per_s"],
+                    "steady_x_real_time": steady["x_real_time"], "first_file_s": single["wall_s"]})
+        print(out[-1], file=sys.stderr, flush=True)
+    return out
+
+
 def help_time() -> float:
     times = []
     for _ in range(5):
@@ -233,6 +252,8 @@ def main() -> None:
     ap.add_argument("--format-files", type=int, default=300)
     ap.add_argument("--baseline-files", type=int, default=200)
     ap.add_argument("--model", default="mfcc-cnn")
+    ap.add_argument("--models-only", action="store_true",
+                    help="only the per-model table (cold/steady --jobs 2 and first-file time of every shipped model)")
     ap.add_argument("--flatness", default="1000,10000,50000")
     ap.add_argument("--no-flatness", action="store_true")
     ap.add_argument("--no-long", action="store_true", help="skip the long-file case (two 2 h files and one 3.9 h)")
@@ -248,6 +269,14 @@ def main() -> None:
                             f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}",
                  "files": args.files, "audio_s": round(audio_s, 1), "model": args.model,
                  "help_s": round(help_time(), 3), "runs": []}
+    from sercli import available_models
+
+    res["per_model"] = per_model(wav_dir, available_models(), workdir, audio_s, args.files)
+    res["window_ms"] = window_ms(available_models())
+    if args.models_only:
+        args.out.write_text(json.dumps(res, indent=1, default=float))
+        report(res)
+        return
     for jobs in (1, 2):
         cold = cold_run(wav_dir, jobs, args.model, workdir / "cold.parquet")
         steady = steady_run(wav_dir, jobs, args.model, workdir / "steady.parquet")
@@ -264,9 +293,6 @@ def main() -> None:
     res["speedup_vs_baseline"] = best / res["baseline"]["files_per_s"]
     cold2 = next(r for r in res["runs"] if r["format"] == "wav" and r["jobs"] == 2)
     res["speedup_cold_vs_baseline"] = cold2["cold_files_per_s"] / res["baseline"]["files_per_s"]
-    from sercli import available_models
-
-    res["window_ms"] = window_ms(available_models())
     if not args.no_long:
         folder = long_files(wav_dir, workdir)
         secs = audio_seconds(folder)
@@ -285,21 +311,28 @@ def report(res: dict) -> None:
     print(f"sercli --help: {res['help_s']:.2f} s")
     print(f"{'format':6} {'jobs':>4} {'cold f/s':>9} {'cold ×RT':>9} {'cold peak MiB':>13} "
           f"{'steady f/s':>10} {'steady ×RT':>10}  stages (s, summed over workers)")
+    print(f"{'model':22} {'cold f/s':>9} {'cold ×RT':>9} {'cold peak MiB':>13} {'steady f/s':>10} {'steady ×RT':>10} "
+          f"{'first file s':>12}   (--jobs 2)")
+    for r in res.get("per_model", []):
+        print(f"{r['model']:22} {r['cold_files_per_s']:9.0f} {r['cold_x_real_time']:9.0f} {r['cold_peak_rss_mib']:13.0f} "
+              f"{r['steady_files_per_s']:10.0f} {r['steady_x_real_time']:10.0f} {r['first_file_s']:12.2f}")
     for r in res["runs"]:
         cold = (f"{r['cold_files_per_s']:9.0f} {r['cold_x_real_time']:9.0f} {r['cold_peak_rss_mib']:13.0f}"
                 if "cold_wall_s" in r else f"{'':9} {'':9} {'':13}")
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["steady_stage_s"].items())
         print(f"{r['format']:6} {r['jobs']:4d} {cold} {r['steady_files_per_s']:10.0f} "
               f"{r['steady_x_real_time']:10.0f}  {stages}")
-    for r in res["dask"]:
+    for r in res.get("dask", []):
         print(f"dask LocalCluster, {r['workers']} worker process(es): {r['files_per_s']:.0f} files/s, "
               f"{r['x_real_time']:.0f}× real time")
+    print("inference per window (LiteRT, 1 thread, batches of 32): "
+          + ", ".join(f"{k} {v:.2f} ms" for k, v in res["window_ms"].items()))
+    if "baseline" not in res:
+        return
     b = res["baseline"]
     print(f"baseline (study loop, {b['files']} files): {b['files_per_s']:.1f} files/s, "
           f"{b['x_real_time']:.0f}× real time; sercli is {res['speedup_vs_baseline']:.0f}× faster steady "
           f"(--jobs 2, warm workers) and {res['speedup_cold_vs_baseline']:.0f}× cold (--jobs 2, start-up included)")
-    print("inference per window (LiteRT, 1 thread, batches of 32): "
-          + ", ".join(f"{k} {v:.2f} ms" for k, v in res["window_ms"].items()))
     if "long" in res:
         r = res["long"]
         print(f"long files ({r['files']} files, {r['audio_h']:.1f} h, --jobs 2, cold): {r['x_real_time']:.0f}× real "

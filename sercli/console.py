@@ -27,9 +27,26 @@ def _fail(message: str) -> int:
     return 2
 
 
-def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, calibration, adapt, include,
-                 exclude, overwrite, resume, backend, scheduler, quiet) -> int:
-    """``sercli annotate``; returns the exit status."""
+def run_annotate(*, output, **kwargs) -> int:
+    """``sercli annotate``; returns the exit status. Holds the output's lock (:class:`~sercli.output.OutputLock`)
+    for the whole run, so a second run on the same output is refused."""
+    from .output import OutputError, OutputLock
+
+    if output == "-":
+        return _annotate(output=output, lock=None, **kwargs)
+    lock = OutputLock(Path(output))
+    try:
+        lock.acquire()
+    except OutputError as exc:
+        return _fail(str(exc))
+    try:
+        return _annotate(output=output, lock=lock, **kwargs)
+    finally:
+        lock.release()
+
+
+def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, calibration, adapt, include,
+              exclude, overwrite, resume, backend, scheduler, quiet, lock) -> int:
     import os
 
     from .adaptation import check_reference
@@ -59,6 +76,7 @@ def run_annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, 
         if output != "-":
             meta = run_metadata(mdl, options, tables=tables, include=include, exclude=exclude)
             plan = plan_output(Path(output), meta, tables=tables, overwrite=overwrite, resume=resume)
+            lock.claim()
         executor_factory = _executor_factory(backend, scheduler, resolve_jobs(jobs))
     except (ModelNotFound, OutputError, ValueError) as exc:
         return _fail(str(exc))

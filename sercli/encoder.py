@@ -44,6 +44,14 @@ class WhisperSource:
             out.append(Path(str(dist.locate_file(rel))))
         return out
 
+    def licence_text(self) -> str:
+        """The licence file shipped in the first wheel (OpenAI's MIT licence and notice)."""
+        dist = metadata.distribution(self.packages[0])
+        files = [f for f in dist.files or [] if f.name.upper().startswith(("LICENSE", "LICENCE"))]
+        if not files:
+            raise FileNotFoundError(f"The package {self.packages[0]!r} has no licence file.")
+        return files[0].read_text()
+
     def describe(self) -> list[dict]:
         """Name, version and sha256 of every wheel file used (for a model card)."""
         return [{"package": pkg, "version": metadata.version(pkg), "file": rel,

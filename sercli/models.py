@@ -190,6 +190,14 @@ def write_card(model_dir: str | Path, card: dict) -> None:
     (model_dir / "CARD.md").write_text(render_card(card))
 
 
+def _encoder_lines(enc: dict) -> list[str]:
+    """Card lines of an encoder model: the pretrained weights it was built from, and their licence."""
+    lines = [f"- encoder: Whisper {enc['size']}, its first {enc['layers']} blocks, frozen"
+             + (" (int8 dynamic-range weights)" if enc.get("quantized") else "") + "; weights read from:"]
+    lines += [f"  - `{s['package']}` {s['version']}, `{s['file']}` (sha256 `{s['sha256']}`)" for s in enc["source"]]
+    return lines + [f"- licence of the encoder weights: {enc.get('licence', '')}. {enc.get('notice', '')}"]
+
+
 def render_card(card: dict) -> str:
     """The Markdown model card (``CARD.md``) for a ``card.json`` dict."""
     tr = card.get("training", {})
@@ -210,13 +218,15 @@ def render_card(card: dict) -> str:
              f"- manifest: `{tr.get('manifest', '')}` (sha256 `{tr.get('manifest_sha256', '')}`)",
              f"- split column: `{tr.get('split_column', '')}`; train {tr.get('n_train')} files, "
              f"val {tr.get('n_val')} files",
-             *([f"- validation: macro-F1 {tr['val_macro_f1']:.3f} at the best epoch (selected by "
-                f"{tr.get('options', {}).get('select_by', 'macro_f1')})"] if "val_macro_f1" in tr else []),
-             f"- seed {tr.get('options', {}).get('seed')}; best epoch {tr.get('best_epoch')} of "
-             f"{tr.get('epochs_run')}; training time {tr.get('train_seconds', 0) / 60:.1f} min on "
-             f"{tr.get('machine', '')}",
+             *([f"- validation: macro-F1 {tr['val_macro_f1']:.3f}" + (
+                 f" at the best epoch (selected by {tr.get('options', {}).get('select_by', 'macro_f1')})"
+                 if "best_epoch" in tr else "")] if "val_macro_f1" in tr else []),
+             f"- seed {tr.get('options', {}).get('seed')}; "
+             + (f"best epoch {tr.get('best_epoch')} of {tr.get('epochs_run')}; " if "best_epoch" in tr else "")
+             + f"training time {tr.get('train_seconds', 0) / 60:.1f} min on {tr.get('machine', '')}",
              f"- options: `{json.dumps(tr.get('options', {}))}`",
              f"- versions: `{json.dumps(tr.get('versions', {}))}`",
+             *(_encoder_lines(enc) if (enc := card.get("encoder")) else []),
              *([f"- `--adapt corpus` reference: the mean speech envelope of {ad.get('files', '?')} training files"
                 + (f" (stored by `{ad['command']}`)" if ad.get("command") else "")]
                if (ad := card.get(ADAPTATION_KEY)) else []), ""]

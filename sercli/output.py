@@ -23,6 +23,7 @@ import pandas as pd
 __all__ = [
     "FORMATS",
     "Journal",
+    "OutputLock",
     "OutputError",
     "atomic_path",
     "check_location",
@@ -189,6 +190,75 @@ def table_metadata(path: Path) -> dict | None:
     except Exception:  # not a Parquet file we can read
         raise OutputError(f"The output {path} exists but is not a readable Parquet table.") from None
     return json.loads(meta) if meta else None
+
+
+class OutputLock:
+    """One writer per output: an exclusive ``flock`` on ``OUT.lock``, held for the whole run.
+
+    A second run on the same output is refused in one sentence naming the process that holds
+    it. The lock dies with its process (``kill -9`` included), so a stale file locks nothing.
+    A lock file this run created is removed when it is released; one left by a killed run is
+    left as it is by a run that is then refused (a refused command changes no file), and
+    taken over by one that goes ahead (:meth:`claim`).
+    """
+
+    def __init__(self, output: Path) -> None:
+        self.output = Path(output)
+        self.path = self.output.with_name(self.output.name + ".lock")
+        self._fd: int | None = None
+        self._created = False
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`OutputError` naming the run that has it. A folder
+        where no lock file can be made is left to the output checks to report."""
+        import fcntl
+
+        while True:
+            try:
+                created = not self.path.exists()
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "starting"
+                os.close(fd)
+                raise OutputError(f"Another sercli run ({holder}) is writing {self.output.name}; wait for it to "
+                                  "finish or stop it, then run this command again.") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the run that held it removed it meanwhile: lock the new file
+        self._fd, self._created = fd, created
+        if created:
+            self.claim()
+
+    def claim(self) -> None:
+        """Write this process into the lock file (the run goes ahead)."""
+        import datetime as dt
+
+        if self._fd is None:
+            return
+        started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"pid {os.getpid()}, started {started}".encode(), 0)
+        self._created = True
+
+    def release(self) -> None:
+        """Give the lock up, removing the lock file unless it was another run's left-over."""
+        import fcntl
+
+        if self._fd is None:
+            return
+        if self._created:
+            self.path.unlink(missing_ok=True)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
 
 
 @dataclass

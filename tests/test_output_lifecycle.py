@@ -6,7 +6,8 @@ section must hold:
 - a finished table is only ever replaced by ``--overwrite`` (``--resume`` may only add rows);
 - a refused command (exit 2) changes no file;
 - a completed run's rows equal an uninterrupted run's: none lost, none doubled, none changed;
-- no process of a run outlives it by more than a few seconds.
+- no process of a run outlives it by more than a few seconds;
+- while a run writes the output, a second run on it is refused, and the first finishes intact.
 
 CI runs a few sequences; ``SERCLI_STATEFUL_EXAMPLES=50`` runs more.
 """
@@ -118,6 +119,25 @@ class OutputLifecycle(RuleBasedStateMachine):
         else:  # interrupted (130 after Ctrl-C, -9 after a kill)
             assert code in (130, -signal.SIGKILL), (code, stderr)
             self.overwrite_pending = self.overwrite_pending or overwrite
+
+    @rule(first=st.sampled_from(sorted(OPTIONS)), second=st.sampled_from(sorted(OPTIONS)),
+          flag=st.sampled_from([[], ["--resume"], ["--overwrite"]]))
+    def second_writer(self, first: str, second: str, flag: list[str]) -> None:
+        """While one run writes the output, another on the same output is refused (issue 23, hole 1)."""
+        args = [sys.executable, "-m", "sercli", "annotate", str(self.corpus), "-o", str(self.out), "-q", "-j", "2"]
+        proc = subprocess.Popen([*args, *OPTIONS[first], "--overwrite"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+        lock = self.out.with_name(self.out.name + ".lock")
+        deadline = time.time() + 60
+        while not (lock.exists() and lock.read_text().startswith("pid")) and time.time() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        other = subprocess.run([*args, *OPTIONS[second], *flag], cwd=ROOT, capture_output=True, text=True)
+        assert other.returncode == 2 and f"Another sercli run (pid {proc.pid}," in other.stderr, other.stderr
+        assert proc.wait(timeout=300) == 0, proc.communicate()
+        _same_rows(_rows(self.out), self.reference[first])
+        assert not lock.exists() and not self.journal.exists()
+        self.overwrite_pending = False
 
     @invariant()
     def journal_rows_are_true_rows(self) -> None:

@@ -242,3 +242,20 @@ def test_hour_long_file_is_classified_with_bounded_memory(model, tmp_path):
     assert row["status"] == "ok" and row["duration_s"] == pytest.approx(3600, abs=0.1)
     assert row["segments"] > 500 and row["windows"] >= row["segments"]  # speech regions of the tiled clip
     assert peak < 1.5 * 2**30, f"peak RSS {peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("flag", [[], ["--overwrite"], ["--resume"]])
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(many, model, tmp_path, flag):
+    """Hole 1 of issue 23: two runs on one output doubled rows. The second is now refused in one
+    sentence naming the first, and the first finishes with every file once."""
+    out = tmp_path / "e.parquet"
+    first = start_cli(["annotate", str(many), "-m", model, "-o", str(out), "-q", "-j", "2"])
+    wait_for_rows(out.with_name("e.parquet.journal"), 1, first)
+    second = run_cli("annotate", str(many), "-m", model, "-o", str(out), "-q", *flag)
+    assert second.returncode == 2, second.stderr
+    assert f"Another sercli run (pid {first.pid}, started" in second.stderr
+    assert "Traceback" not in second.stderr and second.stderr.count("\n") == 1
+    assert first.wait(timeout=300) == 0, first.communicate()
+    rows = pd.read_parquet(out)
+    assert len(rows) == N_MANY and rows["path"].is_unique
+    assert not out.with_name("e.parquet.lock").exists() and not out.with_name("e.parquet.journal").exists()
