@@ -50,7 +50,7 @@ class RunStats:
 #: must match every one of them, or its rows would be made two ways.
 RUN_KEY = {
     "model": "--model",
-    "model_card_sha256": "the model's weights and card",
+    "model_sha256": "the model (its weights, classes or calibration)",
     "feature_params": "the model's feature parameters",
     "hop_s": "--hop",
     "vad": "--vad",
@@ -74,7 +74,7 @@ def run_metadata(model: Model, options: Options, *, tables: dict[str, Path] | No
     return {
         "sercli_version": __version__,
         "model": model.name,
-        "model_card_sha256": model.card_hash,
+        "model_sha256": model.identity,
         "classes": list(model.classes),
         "feature_params": model.params.to_dict(),
         "hop_s": options.hop_s,
@@ -95,7 +95,7 @@ def _same_run(name: str, old: dict, new: dict) -> None:
     for key, option in RUN_KEY.items():
         before, now = old.get(key, _KEY_DEFAULTS.get(key)), new.get(key, _KEY_DEFAULTS.get(key))
         if before != now:
-            if key in ("model_card_sha256", "feature_params"):
+            if key in ("model_sha256", "feature_params"):
                 detail = f"{option} changed since"
             else:
                 detail = f"{option}: {_show(before)} then, {_show(now)} now"

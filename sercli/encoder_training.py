@@ -300,7 +300,7 @@ def fine_tune_head(base: str | Path, manifest: str | Path, out: str | Path, *, s
     card = {"name": out.name, "arch": model.card.get("arch", ""), "classes": classes, "temperature": temperature,
             "params": model.card.get("params"), "encoder": model.card.get("encoder", {}),
             "training": {"command": command, "manifest": str(manifest), "manifest_sha256": manifest_hash(df),
-                         "base_model": {"name": model.name, "card_sha256": model.card_hash,
+                         "base_model": {"name": model.name, "sha256": model.identity,
                                         "classes": list(model.classes)},
                          "clips_per_class": {c: int(counts.get(c, 0)) for c in classes},
                          "split_column": "split", "n_train": len(train), "n_val": len(val),

@@ -152,7 +152,7 @@ def render_report(df: pd.DataFrame, summary: pd.DataFrame, overall: pd.DataFrame
 
     matplotlib.use("Agg")
     meta = {"source": source, "rows": len(df), "generated": _dt.datetime.now().isoformat(timespec="seconds"),
-            **{k: v for k, v in df.attrs.items() if k in ("model", "sercli_version", "created", "model_card_sha256")}}
+            **{k: v for k, v in df.attrs.items() if k in ("model", "sercli_version", "created", "model_sha256")}}
     parts = ["<h1>sercli emotion report</h1>", "<table class='meta'>"]
     parts += [f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in meta.items()]
     unit = table_unit(df)

@@ -27,7 +27,7 @@ from .adaptation import CARD_KEY as ADAPTATION_KEY
 from .features import FeatureParams
 from .heads import HEAD_FILE, Head
 
-__all__ = ["CALIBRATIONS", "Model", "ModelNotFound", "available_models", "load_model", "models_dir", "softmax"]
+__all__ = ["CALIBRATIONS", "Model", "ModelMismatch", "ModelNotFound", "available_models", "load_model", "models_dir", "softmax"]
 
 KERAS_FILE = "model.keras"
 MODEL_FILE = "model.tflite"
@@ -41,6 +41,10 @@ CALIBRATIONS = ("off-domain", "in-domain")
 
 class ModelNotFound(Exception):
     """``--model`` names neither a shipped model nor a model directory."""
+
+
+class ModelMismatch(Exception):
+    """A worker loaded another model than the run's (e.g. another install on a Dask worker)."""
 
 
 @contextmanager
@@ -108,9 +112,26 @@ class Model:
         return tuple(self.card.get("classes", EMOTIONS))
 
     @cached_property
-    def card_hash(self) -> str:
-        return hashlib.sha256((self.path / CARD_FILE).read_bytes()).hexdigest()[:16] \
-            if (self.path / CARD_FILE).exists() else ""
+    def identity(self) -> str:
+        """What defines the model's outputs, hashed (sha256, 16 hex digits): its LiteRT file, head,
+        feature parameters, classes and temperatures. A rewritten card (a new evaluation recorded)
+        keeps it; replaced weights or a changed calibration change it."""
+        digest = hashlib.sha256()
+        for name in (MODEL_FILE, HEAD_FILE):
+            if (self.path / name).is_file():
+                digest.update(name.encode() + (self.path / name).read_bytes())
+        scale = self.card.get("calibration", {}).get("off_domain_scale", 1.0)
+        digest.update(json.dumps({"params": self.params.to_dict(), "classes": list(self.classes),
+                                  "temperature": self.card.get("temperature", 1.0), "off_domain_scale": scale},
+                                 sort_keys=True).encode())
+        return digest.hexdigest()[:16]
+
+    def check_identity(self, expected: str) -> None:
+        """Raise :class:`ModelMismatch` unless this is the model ``expected`` (:attr:`identity`) names."""
+        if expected and expected != self.identity:
+            raise ModelMismatch(f"The model {self.name!r} at {self.path} is not the one this run started with "
+                                f"(its weights, classes or calibration differ: {self.identity}, not {expected}); "
+                                "install the same model everywhere the run's workers load it.")
 
     @cached_property
     def head(self) -> Head | None:
@@ -210,7 +231,8 @@ def render_card(card: dict) -> str:
              + (f"; off-domain calibration multiplies it by {cal['off_domain_scale']:.2f} ({cal.get('how', '')})"
                 if (cal := card.get("calibration", {})).get("off_domain_scale") else "") + ".",
              "", "## Training", "",
-             *([f"- fine-tuned from `{base['name']}` (card sha256 `{base['card_sha256']}`, classes "
+             *([f"- fine-tuned from `{base['name']}` (model sha256 `{base.get('sha256') or base.get('card_sha256')}`, "
+                f"classes "
                 f"{', '.join(base['classes'])})"] if base else []),
              *([f"- labelled clips per class: {', '.join(f'{c} {n}' for c, n in tr['clips_per_class'].items())}"]
                if tr.get("clips_per_class") else []),

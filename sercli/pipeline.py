@@ -9,6 +9,7 @@ so only the file that kills a worker becomes an error row.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -26,7 +27,7 @@ from .audio import ArrayAudio, DecodeError, open_audio
 from . import EMOTIONS
 from .discovery import discover, display_path
 from .features import Windows, WindowStream, concat_windows
-from .models import DEFAULT_MODEL, Model, load_model
+from .models import DEFAULT_MODEL, Model, ModelMismatch, load_model
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,12 +88,14 @@ class Options:
     #: per-band log-mel shift ``(n_mels,)`` in dB measured on the input (:func:`~sercli.adaptation.corpus_shift`)
     adapt: str = "none"
     shift: tuple[float, ...] | None = None
+    #: the model's :attr:`~sercli.models.Model.identity`: a worker that loads another refuses to run
+    model_sha256: str = ""
 
     @classmethod
     def for_model(cls, ref: str | Path, model: Model, **kwargs) -> "Options":
         """Options for the loaded ``model`` that ``ref`` (a name or a directory) names."""
         return cls(model=str(ref), model_name=model.name, classes=model.classes, calibration=model.calibration,
-                   **kwargs)
+                   model_sha256=model.identity, **kwargs)
 
     def __post_init__(self) -> None:
         if self.vad not in VAD_MODES:
@@ -134,9 +137,10 @@ def _model(options: Options) -> Model:
     cache = getattr(_per_thread, "models", None)
     if cache is None:
         cache = _per_thread.models = {}
-    key = (options.model, options.calibration, options.shift)
+    key = (options.model, options.calibration, options.shift, options.model_sha256)
     if key not in cache:
         model = load_model(options.model, calibration=options.calibration)
+        model.check_identity(options.model_sha256)
         if model.head is not None and options.shift is not None:  # an encoder model adapts its embeddings
             model = replace(model, corpus_stats=options.shift)
         cache[key] = model
@@ -289,9 +293,9 @@ def _stream(path, state: _FileState, options: Options, model: Model, stage: dict
     audio = path if isinstance(path, ArrayAudio) else open_audio(path, sample_rate=params.sample_rate,
                                                                   max_duration_s=options.max_duration_s)
     state.row.update(sample_rate=audio.source_rate, channels=audio.channels)
-    blocks = audio.blocks()
+    split, blocks = _use_vad(audio, audio.blocks(), options)
     stage["decode"] += time.perf_counter() - t0
-    if _use_vad(audio, options):
+    if split:
         _stream_regions(blocks, state, options, model, stage)
         return
     for y in _read(blocks, state, stage):
@@ -321,14 +325,23 @@ def _read(blocks: Iterator[np.ndarray], state: _FileState, stage: dict) -> Itera
             return
 
 
-def _use_vad(audio, options: Options) -> bool:
-    if options.vad == "on":
-        return True
-    if options.vad == "off":
-        return False
+def _use_vad(audio, blocks: Iterator[np.ndarray], options: Options) -> tuple[bool, Iterator[np.ndarray]]:
+    """Whether to split the file into speech regions, and its blocks (unchanged). A file whose
+    header gives no length (decoded through ffmpeg) is read until :data:`VAD_MIN_S` seconds or
+    its end, so the decision is the same in every format."""
+    if options.vad != "auto":
+        return options.vad == "on", blocks
     if isinstance(audio, ArrayAudio):
-        return len(audio.samples) >= VAD_MIN_S * audio.source_rate
-    return audio.frames == 0 or audio.frames >= VAD_MIN_S * audio.source_rate  # 0: length unknown (ffmpeg)
+        return len(audio.samples) >= VAD_MIN_S * audio.source_rate, blocks
+    if audio.frames:
+        return audio.frames >= VAD_MIN_S * audio.source_rate, blocks
+    head, n = [], 0
+    for block in blocks:
+        head.append(block)
+        n += len(block)
+        if n >= VAD_MIN_S * audio.sample_rate:
+            break
+    return n >= VAD_MIN_S * audio.sample_rate, itertools.chain(head, blocks)
 
 
 def _stream_regions(blocks, state: _FileState, options: Options, model: Model, stage: dict) -> None:
@@ -611,6 +624,8 @@ class RunAborted(Exception):
 
 
 def _abort_reason(exc: BaseException) -> str:
+    if isinstance(exc, ModelMismatch):
+        return str(exc)
     text = traceback.format_exception_only(exc)[-1].strip()
     names = {type(exc).__name__, *(type(c).__name__ for c in (exc.__cause__, exc.__context__) if c)}
     if names & {"CommClosedError", "CancelledError", "FutureCancelledError", "TimeoutError", "OSError"}:

@@ -534,7 +534,7 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
             "n_train": len(train_items),
             "n_val": len(val_items),
             "clips_per_class": {c: int(clips.get(c, 0)) for c in classes},
-            **({"base_model": {"name": base.name, "card_sha256": base.card_hash,
+            **({"base_model": {"name": base.name, "sha256": base.identity,
                                "classes": list(base.classes)}} if base is not None else {}),
             "options": asdict(opts),
             "best_epoch": state["best_epoch"],

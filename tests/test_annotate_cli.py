@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from io import StringIO
 from pathlib import Path
 
@@ -66,7 +68,7 @@ def test_parquet_carries_run_metadata(corpus, model, tmp_path):
     out = tmp_path / "e.parquet"
     assert run_cli("annotate", str(corpus / "wav16k.wav"), "-m", model, "-o", str(out), "-q").returncode == 0
     meta = json.loads(pq.read_schema(out).metadata[b"sercli"])
-    assert meta["model"] and meta["model_card_sha256"] and meta["sercli_version"]
+    assert meta["model"] and meta["model_sha256"] and meta["sercli_version"]
     assert meta["feature_params"]["sample_rate"] == 16000
     assert meta["created"].startswith("20")
 
@@ -198,3 +200,20 @@ def test_help_imports_nothing_heavy():
     assert res.stdout.strip() == "[]"
     res = subprocess.run([sys.executable, "-m", "sercli", "annotate", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "--segments" in res.stdout
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_file_format_does_not_change_whether_a_short_file_is_split(model, tmp_path):
+    """Hole 2 of issue 23: files decoded through ffmpeg report no length, and --vad auto used to
+    split every one as if it were long. Short m4a clips now get exactly the rows of --vad off."""
+    folder = tmp_path / "m4a"
+    folder.mkdir()
+    for clip in example_files():
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip), "-c:a", "aac", str(folder / (clip.stem + ".m4a"))],
+                       check=True)
+    auto, off = tmp_path / "auto.csv", tmp_path / "off.csv"
+    assert run_cli("annotate", str(folder), "-m", model, "-o", str(auto), "-q").returncode == 0
+    assert run_cli("annotate", str(folder), "-m", model, "-o", str(off), "-q", "--vad", "off").returncode == 0
+    a, b = (pd.read_csv(p).sort_values("path").reset_index(drop=True) for p in (auto, off))
+    assert a["status"].eq("ok").all() and a["segments"].eq(1).all()
+    pd.testing.assert_frame_equal(a, b)

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import N_MANY, ROOT, SEGFAULT_HOOK, python_hook, start_cli, run_cli, speech, wait_for_rows, write
+from conftest import (N_MANY, ROOT, SEGFAULT_HOOK, example_files, python_hook, run_cli, speech, start_cli,
+                      wait_for_rows, write)
 from sercli.pipeline import PROB_COLUMNS
 
 
@@ -208,7 +209,7 @@ def test_resume_of_a_finished_run_adds_only_new_files(many, model, tmp_path):
 def test_resume_with_another_model_is_refused(many, model, tmp_path, monkeypatch):
     out = tmp_path / "e.parquet"
     journal = out.with_name(out.name + ".journal")
-    journal.write_text('{"sercli_journal": 1, "meta": {"model": "other-model", "model_card_sha256": "x"}}\n')
+    journal.write_text('{"sercli_journal": 1, "meta": {"model": "other-model", "model_sha256": "x"}}\n')
     res = run_cli("annotate", str(many), "-m", model, "-o", str(out), "--resume")
     assert res.returncode == 2
     assert "--model: 'other-model' then" in res.stderr and "Traceback" not in res.stderr
@@ -259,3 +260,46 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(many, m
     rows = pd.read_parquet(out)
     assert len(rows) == N_MANY and rows["path"].is_unique
     assert not out.with_name("e.parquet.lock").exists() and not out.with_name("e.parquet.journal").exists()
+
+
+def test_model_identity_is_its_weights_and_calibration_not_its_card(model, tmp_path):
+    """Hole 3 of issue 23: a recorded evaluation (a rewritten card) must not stop a --resume; replaced
+    weights must."""
+    import json
+    import shutil
+
+    from sercli.models import load_model
+
+    mdir = tmp_path / "m"
+    shutil.copytree(load_model("mfcc-cnn").path, mdir)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for clip in example_files()[:6]:
+        (clips / clip.name).symlink_to(clip)
+    out = tmp_path / "e.parquet"
+    assert run_cli("annotate", str(clips), "-m", str(mdir), "-o", str(out), "-q").returncode == 0
+    card = json.loads((mdir / "card.json").read_text())
+    card["evaluation"]["extra"] = {"accuracy": 0.5}  # what `sercli evaluate --record` does to a card
+    (mdir / "card.json").write_text(json.dumps(card))
+    for clip in example_files()[6:]:
+        (clips / clip.name).symlink_to(clip)
+    resumed = run_cli("annotate", str(clips), "-m", str(mdir), "-o", str(out), "-q", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(pd.read_parquet(out)) == 12
+    shutil.copyfile(ROOT / "models" / "study-protocol" / "mfcc-cnn" / "model.tflite", mdir / "model.tflite")
+    (clips / "new.wav").symlink_to(example_files()[0])
+    refused = run_cli("annotate", str(clips), "-m", str(mdir), "-o", str(out), "-q", "--resume")
+    assert refused.returncode == 2
+    assert "the model (its weights, classes or calibration) changed since" in refused.stderr
+
+
+def test_a_worker_that_loads_another_model_refuses_to_run():
+    from dataclasses import replace
+
+    from sercli.models import ModelMismatch, load_model
+    from sercli.pipeline import Options, annotate_chunk
+
+    options = Options.for_model("mfcc-cnn", load_model("mfcc-cnn"))
+    assert annotate_chunk([str(example_files()[0])], options).rows[0]["status"] == "ok"
+    with pytest.raises(ModelMismatch, match="is not the one this run started with"):
+        annotate_chunk([str(example_files()[0])], replace(options, model_sha256="0" * 16))
