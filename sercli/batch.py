@@ -238,6 +238,12 @@ def annotate_to_file(
         stats.wall_s = time.perf_counter() - t0
         return stats
 
+    if plan.resume_from == "table":  # a finished table: untouched unless there are files it lacks
+        have = set(read_table(plan.output)["path"].astype(str))
+        if all(display_path(p) in have for p in paths):
+            stats.resumed = len(paths)
+            stats.wall_s = time.perf_counter() - t0
+            return stats
     journal, sides, done = _open_journals(plan)
     todo = [p for p in paths if display_path(p) not in done]
     stats.resumed = len(paths) - len(todo)

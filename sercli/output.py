@@ -119,8 +119,9 @@ def writer_for(path: Path):
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary sibling of ``path`` to write; renamed over ``path`` (after fsync) when
-    the block succeeds, removed when it fails."""
+    """A temporary sibling of ``path`` to write; renamed over ``path`` when the block succeeds
+    (the file fsynced before, its folder after, so the new name survives a power cut before
+    anything that relies on it, such as the journal's removal), removed when it fails."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -128,8 +129,23 @@ def atomic_path(path: Path) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_atomic(frames: Iterable[pd.DataFrame], path: Path, metadata: dict) -> None:

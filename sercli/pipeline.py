@@ -244,6 +244,13 @@ def annotate_chunk(paths: list, options: Options) -> ChunkResult:
     one batch at the end of the chunk; a long file's windows are classified as soon as a batch
     is full, so memory does not depend on file length.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # one BLAS thread per task, in any worker (a Dask worker runs tasks in threads)
+        return _annotate_chunk(paths, options)
+
+
+def _annotate_chunk(paths: list, options: Options) -> ChunkResult:
     model = _model(options)
     params = model.params
     stage = {"decode": 0.0, "features": 0.0, "inference": 0.0}

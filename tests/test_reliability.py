@@ -303,3 +303,50 @@ def test_a_worker_that_loads_another_model_refuses_to_run():
     assert annotate_chunk([str(example_files()[0])], options).rows[0]["status"] == "ok"
     with pytest.raises(ModelMismatch, match="is not the one this run started with"):
         annotate_chunk([str(example_files()[0])], replace(options, model_sha256="0" * 16))
+
+
+def test_resume_with_nothing_new_leaves_the_finished_table_untouched(model, tmp_path):
+    """Hole 4 of issue 23: it used to rewrite the table (same rows, new ``created`` stamp)."""
+    out = tmp_path / "e.parquet"
+    assert run_cli("annotate", str(example_files()[0].parent), "-m", model, "-o", str(out), "-q").returncode == 0
+    before = (out.read_bytes(), out.stat().st_mtime_ns)
+    again = run_cli("annotate", str(example_files()[0].parent), "-m", model, "-o", str(out), "-q", "--resume")
+    assert again.returncode == 0, again.stderr
+    assert (out.read_bytes(), out.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.parquet"]
+
+
+def test_every_task_runs_blas_with_one_thread_whatever_the_worker(monkeypatch):
+    """Hole 4: remote Dask workers with several threads ran BLAS on every core in each task."""
+    import threadpoolctl
+
+    from sercli import pipeline
+    from sercli.models import load_model
+
+    seen = []
+    real = pipeline._annotate_chunk
+
+    def spy(paths, options):
+        seen.extend(p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
+        return real(paths, options)
+
+    monkeypatch.setattr(pipeline, "_annotate_chunk", spy)
+    with threadpoolctl.threadpool_limits(2):
+        pipeline.annotate_chunk([str(example_files()[0])], pipeline.Options.for_model("mfcc-cnn",
+                                                                                      load_model("mfcc-cnn")))
+    assert seen and set(seen) == {1}
+
+
+def test_the_output_folder_is_fsynced_after_the_rename(tmp_path, monkeypatch):
+    """Hole 4: the rename of a finished table must be durable before the journal is removed."""
+    import stat
+
+    from sercli import output
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(output.os, "fsync", lambda fd: (events.append(
+        "fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file"), real_fsync(fd))[1])
+    monkeypatch.setattr(output.os, "replace", lambda a, b: (events.append("rename"), real_replace(a, b))[1])
+    output.write_text_atomic(tmp_path / "t.csv", "a\n1\n")
+    assert events == ["fsync file", "rename", "fsync folder"]
