@@ -388,13 +388,20 @@ def run_summarize(*, results, by, truth, html_out, json_out, csv_out) -> int:
         df = read_results(results)
         overall = summarize(df)
         groups = summarize(df, by=by) if by else overall
-        scored = agreement(df, read_manifest(truth)) if truth else None
+        classes = [c.removeprefix("prob_") for c in df.columns if c.startswith("prob_")]
+        scored = agreement(df, read_manifest(truth), classes) if truth else None
     except (OutputError, ValueError, KeyError) as exc:
         return _fail(str(exc).strip("'"))
     out = Console()
     out.print(_summary_table(groups, f"{results.name}" + (f" by {by}" if by else "")))
     out.print(_shares_table(groups))
     if scored is not None:
+        if scored["mapped"]:
+            out.print("reference labels mapped to the model's classes: "
+                      + ", ".join(f"{k} -> {v}" for k, v in scored["mapped"].items()), highlight=False)
+        if scored["ambiguous"]:
+            out.print(f"{scored['ambiguous']} rows not matched: their file name belongs to two or more reference "
+                      "files (give full paths in the manifest)", highlight=False)
         out.print(f"agreement with {truth.name}: n = {scored['n']} ({scored['unmatched']} unmatched), "
                   f"accuracy {scored['accuracy']:.4f}, UAR {scored['uar']:.4f}, macro-F1 {scored['macro_f1']:.4f}",
                   highlight=False)

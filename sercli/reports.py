@@ -173,24 +173,67 @@ def _covered(df: pd.DataFrame) -> pd.Series:
     return (end - order["start_s"]).clip(lower=0.0).reindex(df.index)
 
 
-def agreement(df: pd.DataFrame, truth: pd.DataFrame) -> dict:
+#: Other spellings of the shipped classes met in users' label sets (folder names, CSV columns).
+LABEL_ALIASES = {"angry": "anger", "anger": "anger", "disgusted": "disgust", "disgust": "disgust",
+                 "fearful": "fear", "afraid": "fear", "scared": "fear", "fear": "fear", "happy": "happiness",
+                 "joy": "happiness", "happiness": "happiness", "neutral": "neutral", "sad": "sadness",
+                 "sadness": "sadness", "surprised": "surprise", "surprise": "surprise"}
+
+
+def map_labels(labels: pd.Series, classes: list[str]) -> tuple[pd.Series, dict[str, str]]:
+    """Reference labels in the table's ``classes``: as they are, or matched ignoring case, or by a
+    common other spelling (:data:`LABEL_ALIASES`, ``Angry`` -> ``anger``); returns the labels and
+    the mapping used. Raises ``ValueError`` (one sentence) for labels that match no class.
+
+    >>> map_labels(pd.Series(["Angry", "sad", "anger"]), ["anger", "sadness"])[0].tolist()
+    ['anger', 'sadness', 'anger']
+    """
+    by_lower = {c.lower(): c for c in classes}
+    mapping, unknown = {}, {}
+    for label, n in labels.dropna().astype(str).value_counts().items():
+        key = label.strip().lower()
+        target = label if label in classes else by_lower.get(key) or (
+            LABEL_ALIASES[key] if LABEL_ALIASES.get(key) in classes else None)
+        if target is None:
+            unknown[label] = n
+        elif target != label:
+            mapping[label] = target
+    if unknown:
+        listed = ", ".join(f"{k} ({v} rows)" for k, v in sorted(unknown.items()))
+        raise ValueError(f"the reference labels {listed} are not classes of the table's model "
+                         f"({', '.join(classes)}): map them to those classes in the manifest, or drop their rows.")
+    return labels.map(lambda v: mapping.get(v, v) if isinstance(v, str) else v), mapping
+
+
+def agreement(df: pd.DataFrame, truth: pd.DataFrame, classes: list[str] | None = None) -> dict:
     """Agreement of predicted ``emotion`` with reference labels (``truth``: path, emotion).
 
-    Paths are matched exactly, then by file name. Returns :func:`scores` and ``unmatched``
-    (predicted rows without a label).
+    Paths are matched exactly, then by file name (a name that two reference files share is not
+    matched by name: it would label the other file wrongly). With ``classes`` (the table's),
+    the labels are mapped to them first (:func:`map_labels`). Returns :func:`scores`,
+    ``unmatched`` (predicted rows without a label), ``ambiguous`` (of those, rows whose file
+    name is shared) and ``mapped`` (the labels renamed).
     """
     pred = df[df["status"].eq("ok")] if "status" in df else df
+    mapped: dict[str, str] = {}
+    if classes is not None:
+        truth = truth.assign(emotion=(m := map_labels(truth["emotion"], classes))[0])
+        mapped = m[1]
     t = truth.set_index("path")["emotion"]
     y_true = pred["path"].map(t)
     missing = y_true.isna()
+    ambiguous = 0
     if missing.any():
-        by_name = truth.assign(name=truth["path"].map(lambda p: Path(p).name)).drop_duplicates("name")
-        y_true[missing] = pred.loc[missing, "path"].map(lambda p: Path(p).name).map(
-            by_name.set_index("name")["emotion"])
+        names = truth.assign(name=truth["path"].map(lambda p: Path(p).name))
+        shared = names["name"].duplicated(keep=False)
+        by_name = names[~shared].set_index("name")["emotion"]
+        pred_names = pred.loc[missing, "path"].map(lambda p: Path(p).name)
+        y_true[missing] = pred_names.map(by_name)
+        ambiguous = int(pred_names.isin(set(names.loc[shared, "name"])).sum())
     mask = y_true.notna()
     yt = y_true[mask].astype(str).to_numpy()
     yp = pred.loc[mask, "emotion"].astype(str).to_numpy()
-    return scores(yt, yp) | {"unmatched": int((~mask).sum())}
+    return scores(yt, yp) | {"unmatched": int((~mask).sum()), "ambiguous": ambiguous, "mapped": mapped}
 
 
 def class_order(labels) -> list[str]:

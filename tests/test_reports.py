@@ -94,6 +94,43 @@ def test_truth_agreement_matches_sklearn(annotated, tmp_path):
     assert len(pd.read_csv(tmp_path / "s.csv")) == 1
 
 
+def test_truth_in_a_users_own_spelling_is_mapped_to_the_models_classes(annotated, tmp_path):
+    """Hole 5 of issue 23: Angry/Happy/... folders used to score 0.0000 with no word."""
+    spelled = {"anger": "Angry", "disgust": "Disgusted", "fear": "Fearful", "happiness": "Happy",
+               "neutral": "Neutral", "sadness": "Sad"}
+    labels = pd.read_csv(EXAMPLES / "labels.csv")
+    labels.assign(emotion=labels["emotion"].map(spelled)).to_csv(tmp_path / "mine.csv", index=False)
+    plain = run_cli("summarize", str(annotated[0]), "--truth", str(EXAMPLES / "labels.csv"))
+    mine = run_cli("summarize", str(annotated[0]), "--truth", str(tmp_path / "mine.csv"))
+    assert mine.returncode == 0, mine.stderr
+    assert "Angry -> anger" in mine.stdout and "Sad -> sadness" in mine.stdout
+    accuracy = re.search(r"accuracy (\d\.\d{4})", plain.stdout).group(1)
+    assert f"accuracy {accuracy}" in mine.stdout
+
+
+def test_truth_labels_that_are_no_class_of_the_model_are_refused_in_one_sentence(annotated, tmp_path):
+    labels = pd.read_csv(EXAMPLES / "labels.csv")
+    labels.assign(emotion="calm").to_csv(tmp_path / "calm.csv", index=False)
+    res = run_cli("summarize", str(annotated[0]), "--truth", str(tmp_path / "calm.csv"))
+    assert res.returncode == 2
+    assert "calm (12 rows) are not classes of the table's model" in res.stderr
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+
+
+def test_a_file_name_two_reference_files_share_is_not_matched_by_name(annotated, tmp_path):
+    """Hole 5: the file-name fallback kept the first of two files with one name, mislabelling the other."""
+    labels = pd.read_csv(EXAMPLES / "labels.csv")
+    first = labels["path"].iloc[0]
+    twice = pd.concat([labels.assign(path="x/" + labels["path"]),
+                       pd.DataFrame({"path": ["y/" + first], "emotion": ["sadness"]})])
+    twice.to_csv(tmp_path / "twice.csv", index=False)
+    res = run_cli("summarize", str(annotated[0]), "--truth", str(tmp_path / "twice.csv"), "--json",
+                  str(tmp_path / "s.json"))
+    assert res.returncode == 0, res.stderr
+    assert "1 rows not matched: their file name belongs to two or more reference files" in res.stdout
+    assert json.loads((tmp_path / "s.json").read_text())["agreement"]["n"] == 11
+
+
 def _chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
