@@ -33,6 +33,8 @@ class RunStats:
     interrupted: bool = False
     #: why the run stopped before finishing, not by the user's hand (e.g. the cluster went away)
     aborted: str = ""
+    #: ``-o -``: the reader of stdout went away (``| head``); the run stopped there, quietly
+    pipe_closed: bool = False
 
     @property
     def failed(self) -> int:
@@ -235,6 +237,8 @@ def annotate_to_file(
                     on_chunk(res, stats)
         except RunAborted as exc:
             stats.aborted = str(exc)
+        except BrokenPipeError:
+            stats.pipe_closed = True
         stats.wall_s = time.perf_counter() - t0
         return stats
 

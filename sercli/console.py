@@ -119,6 +119,10 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
         if progress is not None:
             progress.stop()
         _shutdown(executor_factory)
+    if stats.pipe_closed:  # `-o - | head`: the reader has what it wanted; not a failure
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush does not fail either
+        return 0
     if stats.aborted:
         print(f"sercli: the run stopped: {stats.aborted} {stats.done} finished rows are kept; run the same "
               "command with --resume to finish.", file=sys.stderr)

@@ -217,3 +217,20 @@ def test_file_format_does_not_change_whether_a_short_file_is_split(model, tmp_pa
     a, b = (pd.read_csv(p).sort_values("path").reset_index(drop=True) for p in (auto, off))
     assert a["status"].eq("ok").all() and a["segments"].eq(1).all()
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_csv_on_stdout_into_a_pipe_closed_early_ends_quietly(many, model):
+    """`annotate -o - | head` is not a failure: no traceback, exit status 0."""
+    import sys
+
+    script = (f'"{sys.executable}" -m sercli annotate "{many}" -m {model} -o - -q | head -3 >/dev/null; '
+              'echo "status=${PIPESTATUS[0]}" >&2')
+    res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.stderr.strip() == "status=0", res.stderr
+
+
+def test_version_is_printed():
+    from sercli import __version__
+
+    res = run_cli("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"sercli {__version__}"
