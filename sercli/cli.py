@@ -230,6 +230,13 @@ def manifest(
     counts = df["emotion"].value_counts()
     typer.echo(f"wrote {len(df)} rows to {output} ({len(counts)} classes: "
                f"{', '.join(f'{c} {n}' for c, n in counts.items())})", err=True)
+    from .training import MIN_CLIPS_PER_CLASS
+
+    few = counts[counts < MIN_CLIPS_PER_CLASS]
+    if len(few):
+        typer.echo(f"sercli: warning: {', '.join(f'{c} has {n}' for c, n in few.items())} clips; fine-tuning "
+                   f"needs at least {MIN_CLIPS_PER_CLASS} per class (10 or more is where it pays): label more, "
+                   "or drop those classes.", err=True)
 
 
 @app.command()

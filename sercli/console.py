@@ -273,7 +273,7 @@ def run_train(*, manifest, out, opts, jobs, cache_dir, command) -> int:
     import logging
     import os
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ chatter (its E0000 lines too)
 
     from rich.logging import RichHandler
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -287,13 +287,15 @@ def run_train(*, manifest, out, opts, jobs, cache_dir, command) -> int:
     task = progress.add_task("train", total=opts.epochs, score="")
 
     def on_epoch(entry: dict) -> None:
+        progress.start()  # shown from the first epoch on: a refused run shows no bar
         progress.update(task, completed=entry["epoch"], score=f"val macro-F1 {entry['val_macro_f1']:.3f}")
 
     try:
-        with progress:
-            card = train(manifest, out, opts, jobs=jobs, cache_dir=cache_dir, command=command, on_epoch=on_epoch)
+        card = train(manifest, out, opts, jobs=jobs, cache_dir=cache_dir, command=command, on_epoch=on_epoch)
     except ValueError as exc:  # unusable manifest: no split column, no readable files, too few clips
         return _fail(str(exc))
+    finally:
+        progress.stop()
     tr = card["training"]
     err.print(f"wrote {out} ({len(card['classes'])} classes; best epoch {tr['best_epoch']}, "
               f"val macro-F1 {tr['val_macro_f1']:.3f})", highlight=False)
@@ -305,7 +307,7 @@ def run_train_encoder(*, manifest, out, opts, init, jobs, cache_dir, command) ->
     import logging
     import os
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ chatter (its E0000 lines too)
     from rich.logging import RichHandler
 
     from .encoder_training import fine_tune_head, train_encoder_model

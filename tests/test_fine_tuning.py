@@ -137,12 +137,23 @@ def test_too_few_clips_per_class_or_one_class_is_refused_in_one_sentence(tmp_pat
         "sercli: Too few labelled clips to train and validate: every class needs at least 5 (at least one is "
         "kept for validation), and ANG has only 2, DIS has only 2, FEA has only 2, HAP has only 2, NEU has only 2, "
         "SAD has only 2.")
+    assert "epochs" not in res.stderr and "E0000" not in res.stderr  # no training bar, no TensorFlow noise
     assert not (tmp_path / "m").exists()
     pd.DataFrame({"path": [str(p) for p in clips], "emotion": "anger"}).to_csv(manifest, index=False)
     res = run_cli("train", "--init", "mfcc-cnn", "--manifest", str(manifest), "--out", str(tmp_path / "m"))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1] == "sercli: The manifest has one class only (anger); a classifier " \
         "needs at least two."
+
+
+def test_manifest_warns_about_classes_under_the_fine_tuning_minimum(tmp_path):
+    for clip in sorted(EXAMPLES.glob("*.wav")):  # two clips per class
+        (tmp_path / "mine" / clip.stem.split("_")[2]).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "mine" / clip.stem.split("_")[2] / clip.name).symlink_to(clip)
+    res = run_cli("manifest", str(tmp_path / "mine"), "-o", str(tmp_path / "mine.csv"))
+    assert res.returncode == 0
+    assert "warning: ANG has 2, DIS has 2, FEA has 2, HAP has 2, NEU has 2, SAD has 2 clips; fine-tuning needs at " \
+        "least 5 per class" in res.stderr
 
 
 def test_a_replaced_head_keeps_the_weights_of_the_classes_it_shares_with_the_base():
