@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sercli.corpora import skewed
+
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT.parent / "shared" / "corpora" / "manifest.csv"
 
@@ -86,16 +88,6 @@ def print_uar_table(results: list[dict], keys: list[str]) -> None:
     table = pd.DataFrame(results).groupby([*keys, "corpus"])["uar"].mean().unstack()
     table["mean"] = table.mean(axis=1)
     print(table.round(3).to_string())
-
-
-def skewed(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Each speaker keeps the clips of two of their emotions, drawn at random."""
-    rng = np.random.default_rng(seed)
-    keep = []
-    for _, g in rows.groupby("speaker"):
-        emotions = rng.choice(sorted(g["emotion"].unique()), size=2, replace=False)
-        keep.append(g[g["emotion"].isin(emotions)])
-    return pd.concat(keep)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sercli.corpora import skewed
 from sercli.embeddings import load_cache
 from sercli.heads import fit_head, prior_adjust, reference_stats, standardise
 from sercli.training import default_cache_dir
@@ -34,16 +35,6 @@ from sercli.training import default_cache_dir
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT.parent / "shared" / "corpora" / "manifest.csv"
 EMOTIONS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
-
-
-def skewed(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Each speaker keeps the clips of two of their emotions, drawn at random."""
-    rng = np.random.default_rng(seed)
-    keep = []
-    for _, g in rows.groupby("speaker"):
-        emotions = rng.choice(sorted(g["emotion"].unique()), size=2, replace=False)
-        keep.append(g[g["emotion"].isin(emotions)])
-    return pd.concat(keep)
 
 
 def uar(truth: np.ndarray, pred: np.ndarray) -> float:

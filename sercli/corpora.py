@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from .audio import AUDIO_EXTENSIONS
@@ -20,7 +21,7 @@ from .discovery import walk
 from .reports import first_group
 
 __all__ = ["EMOTIONS", "FORMATS", "parse_name", "read_class_folders", "read_corpus", "read_labels_csv", "read_manifest",
-           "speaker_split", "speakers_from_paths", "split_labels"]
+           "skewed", "speaker_split", "speakers_from_paths", "split_labels"]
 
 #: The seven classes, in model output order.
 from . import EMOTIONS
@@ -178,13 +179,18 @@ def split_labels(df: pd.DataFrame, column: str) -> pd.Series:
     ``loco:CORPUS`` is the leave-one-corpus-out protocol: every row of ``CORPUS`` is
     ``test``; the other corpora train on their ``split`` train and test rows and
     validate on their ``split`` val rows (whole speakers, so early stopping never sees
-    a training voice).
+    a training voice). ``loco-skewed:CORPUS`` trains the same way and tests on the rows of
+    :func:`skewed` (seed 0) of ``CORPUS`` only (its other rows are ``skip``).
 
     >>> m = pd.DataFrame({"corpus": ["a", "a", "b", "b", "b"],
     ...                   "split": ["train", "test", "train", "val", "test"]})
     >>> split_labels(m, "loco:b").tolist()
     ['train', 'train', 'test', 'test', 'test']
     """
+    if column.startswith("loco-skewed:"):
+        out = split_labels(df, "loco:" + column.split(":", 1)[1])
+        held = df[out.eq("test")]
+        return out.where(out.ne("test") | df.index.isin(skewed(held).index), "skip")
     if column.startswith("loco:"):
         corpus = column.split(":", 1)[1]
         if "corpus" not in df.columns or "split" not in df.columns:
@@ -197,6 +203,21 @@ def split_labels(df: pd.DataFrame, column: str) -> pd.Series:
     if column not in df.columns:
         raise ValueError(f"The manifest has no {column!r} column.")
     return df[column]
+
+
+def skewed(rows: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The rows of every speaker's clips of two of their emotions, drawn at random (``seed``).
+
+    Acted corpora are balanced per speaker; natural recordings are not (a speaker may be angry
+    in most of their clips), which is what per-speaker or per-corpus statistics must survive.
+    ``loco-skewed:CORPUS`` tests on this subset of the held-out corpus.
+    """
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, g in rows.groupby("speaker"):
+        emotions = rng.choice(sorted(g["emotion"].unique()), size=min(2, g["emotion"].nunique()), replace=False)
+        keep.append(g[g["emotion"].isin(emotions)])
+    return pd.concat(keep) if keep else rows.iloc[:0]
 
 
 def speaker_split(df: pd.DataFrame, *, val: float = 0.1, test: float = 0.0, seed: int = 0,

@@ -22,8 +22,9 @@ PROTOCOLS = {"split": "speaker_independent", "split_random": "study_protocol"}
 def protocol_name(split_column: str, adapt: str = "none") -> str:
     """Card key of a split column: ``speaker_independent``, ``study_protocol``, ``loco_<corpus>``;
     with corpus adaptation ``+adapt_corpus`` is appended."""
-    if split_column.startswith("loco:"):
-        key = "loco_" + split_column.split(":", 1)[1]
+    if split_column.startswith(("loco:", "loco-skewed:")):
+        kind, corpus = split_column.split(":", 1)
+        key = kind.replace("-", "_") + "_" + corpus
     else:
         key = PROTOCOLS.get(split_column, split_column)
     return key if adapt == "none" else f"{key}+adapt_{adapt}"
@@ -96,11 +97,28 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
     return metrics, pred
 
 
+def restricted_uar(ok: pd.DataFrame) -> float:
+    """UAR with each file's answer restricted to the classes present in the truth (``true``):
+    the argmax over those ``prob_<class>`` columns only. Shows how much of an error is the choice
+    of a class the evaluated set does not have.
+
+    >>> df = pd.DataFrame({"true": ["a", "b"], "prob_a": [0.2, 0.1], "prob_b": [0.3, 0.2], "prob_c": [0.5, 0.7]})
+    >>> restricted_uar(df)
+    0.5
+    """
+    present = [c for c in sorted(set(ok["true"].astype(str))) if f"prob_{c}" in ok]
+    if not present or ok.empty:
+        return float("nan")
+    pred = np.array(present)[ok[[f"prob_{c}" for c in present]].to_numpy(dtype=float).argmax(axis=1)]
+    truth = ok["true"].astype(str).to_numpy()
+    return float(np.mean([np.mean(pred[truth == c] == c) for c in np.unique(truth)]))
+
+
 def _headline(scored: dict, ok: pd.DataFrame) -> dict:
     """n, accuracy, UAR, macro-F1 (both over the classes present) and ECE, rounded."""
     correct = (ok["emotion"].astype(str) == ok["true"].astype(str)).to_numpy(dtype=float)
     return {"n": scored["n"], "accuracy": round(scored["accuracy"], 4), "uar": round(scored["uar"], 4),
-            "macro_f1": round(scored["macro_f1"], 4),
+            "uar_restricted": round(restricted_uar(ok), 4), "macro_f1": round(scored["macro_f1"], 4),
             "ece": round(expected_calibration_error(ok["confidence"].to_numpy(dtype=float), correct), 4)}
 
 

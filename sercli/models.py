@@ -256,13 +256,21 @@ def render_card(card: dict) -> str:
               "study_protocol": "Study protocol (`split_random`; a model trained on its train part)"}
     for key, ev in card.get("evaluation", {}).items():
         protocol, _, adapt = key.partition("+")
-        title = titles.get(protocol) or (f"Leave-one-corpus-out: {protocol[5:]} held out (a model of this recipe "
-                                         "trained on the other corpora)" if protocol.startswith("loco_") else protocol)
+        if protocol.startswith("loco_skewed_"):
+            title = (f"Leave-one-corpus-out, speaker-skewed: {protocol[12:]} held out, each speaker keeping two "
+                     "emotions (a model of this recipe trained on the other corpora)")
+        elif protocol.startswith("loco_"):
+            title = (f"Leave-one-corpus-out: {protocol[5:]} held out (a model of this recipe trained on the other "
+                     "corpora)")
+        else:
+            title = titles.get(protocol, protocol)
         if adapt:
             title += f", with --adapt {adapt.removeprefix('adapt_')}"
         lines += [f"## {title}", "", f"Command: `{ev.get('command', '')}`", "",
                   f"accuracy **{ev['accuracy']:.3f}**, "
                   + (f"UAR **{ev['uar']:.3f}**, " if "uar" in ev else "")
+                  + (f"UAR restricted to the classes present {ev['uar_restricted']:.3f}, "
+                     if "uar_restricted" in ev else "")
                   + f"macro-F1 **{ev['macro_f1']:.3f}**, "
                   + ("ECE " + ", ".join(f"{v:.3f} ({k} calibration)" for k, v in ev["ece_by_calibration"].items())
                      if ev.get("ece_by_calibration") else f"ECE {ev.get('ece', float('nan')):.3f}")
