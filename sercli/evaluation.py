@@ -53,7 +53,8 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
     the truth), ``ece`` (15 bins, with ``calibration``), ``per_class``, ``per_corpus`` (the same
     headline numbers), ``confusion`` (rows true, columns predicted), ``not_ok`` (files that
     could not be classified, with their status). For a model with an off-domain scale,
-    ``ece_by_calibration`` gives the ECE under both calibrations (the files are classified twice).
+    ``ece_by_calibration`` gives the ECE under both calibrations (from the same classification: the
+    window probabilities are re-tempered, :func:`_recalibrated`).
     ``adapt="corpus"`` adapts to the evaluated rows as annotate does to its inputs: under
     ``loco:CORPUS``, the held-out corpus is the user's corpus.
     """
@@ -62,17 +63,12 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
     if rows.empty:
         raise ValueError(f"The manifest has no rows with {split_column} = {split!r}.")
 
-    shift = None  # with adapt="corpus": measured by the first run, reused by the second
-
-    def run(calibration: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        nonlocal shift
-        result = annotate(list(rows["path"]), model=model, jobs=jobs, calibration=calibration, adapt=adapt,
-                          shift=shift)
-        shift = result.info["shift"]
-        pred = result.files.merge(rows.rename(columns={"emotion": "true"}), on="path", how="left")
-        return pred, pred[pred["status"].eq("ok")]
-
-    pred, ok = run(calibration)
+    result = annotate(list(rows["path"]), model=model, jobs=jobs, calibration=calibration, adapt=adapt,
+                      windows=True)
+    shift = result.info["shift"]
+    truth = rows.rename(columns={"emotion": "true"})
+    pred = result.files.merge(truth, on="path", how="left")
+    ok = pred[pred["status"].eq("ok")]
     scored = agreement(pred, rows[["path", "emotion"]])
     metrics = {
         "model": str(model),
@@ -81,7 +77,7 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
         "split": split,
         "calibration": calibration,
         "adapt": adapt,
-        **({"shift": shift} if shift is not None else {}),
+        **({"shift": shift} if shift is not None and len(shift) <= 128 else {}),  # not an encoder's 2 x dim
         **_headline(scored, ok),
         "per_class": scored["per_class"].round(4).to_dict(orient="index"),
         "confusion": {"labels": list(scored["confusion"].index), "matrix": scored["confusion"].to_numpy().tolist()},
@@ -92,9 +88,29 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
                                  for corpus, g in ok.groupby("corpus")}
     if "off_domain_scale" in load_model(model).card.get("calibration", {}):
         other = next(c for c in CALIBRATIONS if c != calibration)
+        ratio = load_model(model, calibration=calibration).temperature / load_model(model, calibration=other).temperature
         metrics["ece_by_calibration"] = {calibration: metrics["ece"],
-                                         other: _headline(scored, run(other)[1])["ece"]}
+                                         other: _headline(scored, _recalibrated(result.windows, ratio, truth))["ece"]}
     return metrics, pred
+
+
+def _recalibrated(windows: pd.DataFrame, ratio: float, truth: pd.DataFrame) -> pd.DataFrame:
+    """The ``ok`` file rows (``emotion``, ``confidence``, ``true``) under another temperature, from the
+    same run's window probabilities: ``softmax(log p * ratio)`` (``ratio``: old temperature / new)
+    per window, then annotate's duration-weighted mean per file. No second classification."""
+    from .models import softmax
+    from .pipeline import aggregate
+
+    cols = [c for c in windows.columns if c.startswith("prob_")]
+    probs = softmax(np.log(np.maximum(windows[cols].to_numpy(dtype=float), 1e-300)) * ratio)
+    out = []
+    for path, idx in windows.groupby("path", sort=False).indices.items():
+        w = windows.iloc[idx]
+        p = aggregate(probs[idx], w["start_s"].to_numpy(float), w["end_s"].to_numpy(float),
+                      w["silent"].to_numpy(bool))
+        out.append({"path": path, "emotion": cols[int(p.argmax())].removeprefix("prob_"), "confidence": p.max(),
+                    **dict(zip(cols, p))})
+    return pd.DataFrame(out).merge(truth, on="path", how="left")
 
 
 def restricted_uar(ok: pd.DataFrame) -> float:
