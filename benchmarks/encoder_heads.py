@@ -44,13 +44,14 @@ def uar(truth: np.ndarray, pred: np.ndarray) -> float:
 class Data:
     """Window embeddings of one block, with the clip table."""
 
-    def __init__(self, size: str, layer: int, pool: str) -> None:
+    def __init__(self, size: str, layer: str, pool: str) -> None:
         manifest = pd.read_csv(MANIFEST, dtype={"speaker": str})
         paths = [str(MANIFEST.parent / p) for p in manifest["path"]]
         cache = load_cache(paths, default_cache_dir() / f"whisper-{size}")
-        emb = cache.emb[:, layer - 1].astype(np.float32)
-        d = emb.shape[1] // 2
-        self.emb = emb[:, :d] if pool == "mean" else emb
+        blocks = [int(k) for k in str(layer).split("+")]  # "2+3+4": the blocks' embeddings side by side
+        d = cache.emb.shape[2] // 2
+        parts = [cache.emb[:, k - 1, :d] if pool == "mean" else cache.emb[:, k - 1] for k in blocks]
+        self.emb = np.concatenate(parts, axis=1).astype(np.float32)
         self.clip, self.silent = cache.clip, cache.silent
         self.weight = np.maximum(cache.end_s - cache.start_s, 1e-3)
         self.manifest = manifest
@@ -126,7 +127,7 @@ def run(data: Data, *, norm: str, head: str, seed: int, prior: bool) -> list[dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="base")
-    ap.add_argument("--layers", nargs="+", type=int, default=[3])
+    ap.add_argument("--layers", nargs="+", default=["3"], help="blocks, or blocks joined by + (side by side)")
     ap.add_argument("--norms", nargs="+", default=["none", "corpus"])
     ap.add_argument("--heads", nargs="+", default=["linear"])
     ap.add_argument("--pools", nargs="+", default=["meanstd"])
@@ -135,7 +136,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     results = json.loads(args.out.read_text()) if args.out.exists() else []
-    done = {(r["size"], r["layer"], r["pool"], r["norm"], r["head"], r["prior"], r["seed"]) for r in results}
+    done = {(r["size"], str(r["layer"]), r["pool"], r["norm"], r["head"], r["prior"], r["seed"]) for r in results}
     for layer, pool in itertools.product(args.layers, args.pools):
         data = None
         for norm, head, prior, seed in itertools.product(args.norms, args.heads, args.priors, args.seeds):
@@ -157,6 +158,7 @@ def summary(df: pd.DataFrame, title: str) -> None:
     keys = ["size", "layer", "pool", "norm", "head", "prior"]
     if "size" not in df:
         df = df.assign(size="", layer=0, pool="", norm="", head="", prior="")
+    df = df.assign(layer=df["layer"].astype(str))
     rows = []
     for k, g in df.groupby(keys):
         split = g[g.protocol.eq("split")]

@@ -239,17 +239,24 @@ def print_models() -> None:
 
     table = Table(title="shipped models: new speakers of the training corpora (split test), and corpora "
                         "they were not trained on (LOCO mean)")
-    for col in ("model", "arch", "accuracy", "UAR", "macro-F1", "LOCO UAR", "params"):
+    for col in ("model", "arch", "accuracy", "UAR", "macro-F1", "LOCO UAR", "skewed LOCO UAR", "params"):
         table.add_column(col)
     for name in available_models():
         m = load_model(name)
         ev = m.card.get("evaluation", {})
         si = ev.get("speaker_independent", {})
-        loco = [v["uar"] for k, v in ev.items() if k.startswith("loco_") and "+" not in k]  # not adapted
         table.add_row(name + (" (default)" if name == DEFAULT_MODEL else ""), m.card.get("arch", ""),
                       _fmt(si.get("accuracy")), _fmt(si.get("uar")), _fmt(si.get("macro_f1")),
-                      _fmt(sum(loco) / len(loco) if loco else None), f"{m.card.get('params', '')}")
+                      _fmt(_mean_uar(ev, "loco_")), _fmt(_mean_uar(ev, "loco_skewed_")), f"{m.card.get('params', '')}")
     Console().print(table)
+
+
+def _mean_uar(evaluation: dict, prefix: str) -> float | None:
+    """Mean UAR of a card's entries of one protocol family (``loco_``: balanced; ``loco_skewed_``),
+    as annotate runs by default (adapted runs left out)."""
+    uars = [v["uar"] for k, v in evaluation.items() if k.startswith(prefix) and "+" not in k
+            and (prefix != "loco_" or not k.startswith("loco_skewed_"))]
+    return sum(uars) / len(uars) if uars else None
 
 
 def _fmt(v) -> str:

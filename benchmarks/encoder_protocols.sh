@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every protocol for an encoder model, through `sercli train` and `sercli evaluate`, recorded in
+# its card. Usage (from the repository root, train and encoder extras installed):
+#
+#   benchmarks/encoder_protocols.sh NAME [TRAIN OPTIONS...]
+#
+# e.g. benchmarks/encoder_protocols.sh whisper-base --arch whisper-base --layers 3
+# Trains models/NAME on the `split` train rows (chosen and calibrated on val); evaluates it on the
+# `split` test rows; trains one model of the same recipe per held-out corpus (runs/loco/NAME-CORPUS)
+# and evaluates it on every file of that corpus (loco:CORPUS) and on its speaker-skewed subset
+# (loco-skewed:CORPUS); each evaluation is run as annotate runs by default and with --adapt corpus.
+# Embeddings are cached (~/.cache/sercli), so the LOCO models take seconds each after the first.
+set -euo pipefail
+name=$1; shift
+M=../shared/corpora/manifest.csv
+sercli train --manifest $M --out "models/$name" --jobs 2 "$@"
+for adapt in none corpus; do
+  sercli evaluate --model "models/$name" --manifest $M --split test --adapt $adapt --record "models/$name" --jobs 2
+done
+for hold in crema-d ravdess savee; do
+  out=runs/loco/$name-$hold
+  sercli train --manifest $M --out "$out" --split-column "loco:$hold" --jobs 2 "$@"
+  for protocol in loco loco-skewed; do
+    for adapt in none corpus; do
+      sercli evaluate --model "$out" --manifest $M --split test --split-column "$protocol:$hold" --adapt $adapt \
+        --record "models/$name" --jobs 2
+    done
+  done
+done
