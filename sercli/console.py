@@ -237,16 +237,16 @@ def print_models() -> None:
     from . import DEFAULT_MODEL
     from .models import available_models, load_model
 
-    table = Table(title="shipped models: new speakers of the training corpora (split test), and corpora "
-                        "they were not trained on (LOCO mean)")
-    for col in ("model", "arch", "accuracy", "UAR", "macro-F1", "LOCO UAR", "skewed LOCO UAR", "params"):
-        table.add_column(col)
+    table = Table(title="shipped models: new speakers of the training corpora (split test: accuracy, UAR, "
+                        "macro-F1), and corpora they were not trained on (LOCO mean UAR, balanced and speaker-skewed)")
+    table.add_column("model", no_wrap=True)
+    for col in ("acc", "UAR", "F1", "LOCO UAR", "skewed LOCO", "params"):
+        table.add_column(col, justify="right")
     for name in available_models():
         m = load_model(name)
         ev = m.card.get("evaluation", {})
         si = ev.get("speaker_independent", {})
-        table.add_row(name + (" (default)" if name == DEFAULT_MODEL else ""), m.card.get("arch", ""),
-                      _fmt(si.get("accuracy")), _fmt(si.get("uar")), _fmt(si.get("macro_f1")),
+        table.add_row(name + (" (default)" if name == DEFAULT_MODEL else ""), _fmt(si.get("accuracy")), _fmt(si.get("uar")), _fmt(si.get("macro_f1")),
                       _fmt(_mean_uar(ev, "loco_")), _fmt(_mean_uar(ev, "loco_skewed_")), f"{m.card.get('params', '')}")
     Console().print(table)
 
