@@ -26,11 +26,13 @@ from .features import FeatureParams, frame_db, log_mel
 if TYPE_CHECKING:
     from .models import Model
 
-__all__ = ["ADAPT_MODES", "CARD_KEY", "MAX_SHIFT_DB", "MIN_FILES", "SAMPLE_FILES", "SAMPLE_SECONDS", "Envelope",
+__all__ = ["ADAPT_CHOICES", "ADAPT_MODES", "CARD_KEY", "default_mode", "MAX_SHIFT_DB", "MIN_FILES", "SAMPLE_FILES", "SAMPLE_SECONDS", "Envelope",
            "check_reference", "corpus_shift", "embedding_stats", "measure_envelope", "reference_entry", "reference_envelope"]
 
-#: ``--adapt`` choices: no adaptation, or one shift for the whole input.
+#: ``--adapt`` choices: no adaptation, or one shift for the whole input ("auto": what the model's
+#: card says suits it, :func:`default_mode`, falling back to "none" for fewer than MIN_FILES files).
 ADAPT_MODES = ("none", "corpus")
+ADAPT_CHOICES = ("auto", *ADAPT_MODES)
 #: Frames within this many dB of a file's loudest frame count as speech.
 SPEECH_MARGIN_DB = 35.0
 #: Files measured in the first pass (a fixed random sample of larger inputs) ...
@@ -78,6 +80,12 @@ class Envelope:
     def mean(self) -> np.ndarray:
         """The mean envelope ``(n_mels,)`` in dB."""
         return self.total / max(self.frames, 1)
+
+
+def default_mode(card: dict) -> str:
+    """What ``--adapt auto`` means for a model: its card's ``adapt_default`` ("corpus" for an encoder
+    model whose head was trained on per-corpus standardised embeddings), else "none"."""
+    return card.get("adapt_default", "none")
 
 
 def reference_envelope(card: dict) -> np.ndarray | None:

@@ -76,10 +76,12 @@ def annotate(
     calibration: str = typer.Option("off-domain", "--calibration", help="off-domain (default: confidence for "
                                     "recordings unlike the training corpora) or in-domain (for audio like them).",
                                     metavar="off-domain|in-domain"),
-    adapt: str = typer.Option("none", "--adapt", help="corpus: first measure the average spectrum of up to "
-                              f"{SAMPLE_FILES} input files and align it with the training corpora's (for acted or "
-                              f"read speech recorded through one channel unlike them; needs {MIN_FILES} files or "
-                              "more; not for conversations).", metavar="none|corpus"),
+    adapt: str = typer.Option("auto", "--adapt", help="corpus: first measure up to "
+                              f"{SAMPLE_FILES} input files and adapt to them (an encoder model standardises its "
+                              "embeddings with their statistics; a CNN aligns their average spectrum with the "
+                              f"training corpora's); needs {MIN_FILES} files or more. auto (default): corpus for "
+                              "encoder models when there are enough files, none otherwise.",
+                              metavar="auto|none|corpus"),
     hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between windows "
                                         "(default: half a window, 1.5 s).", metavar="SECONDS"),
     include: List[str] = typer.Option([], "--include", help="Only files matching this glob (repeatable).", metavar="GLOB"),
@@ -160,10 +162,11 @@ def evaluate(
     jobs: int = typer.Option(-1, "--jobs", "-j", help="Worker processes."),
     calibration: str = typer.Option("off-domain", "--calibration", help="Calibration of the confidence "
                                     "(as annotate); ECE is reported for both.", metavar="off-domain|in-domain"),
-    adapt: str = typer.Option("none", "--adapt", help="corpus: measure the average spectrum of the evaluated "
-                              f"rows (up to {SAMPLE_FILES}; {MIN_FILES} or more needed) and align it with the model's, "
-                              "as annotate --adapt corpus does; --record stores the result under "
-                              "PROTOCOL+adapt_corpus.", metavar="none|corpus"),
+    adapt: str = typer.Option("auto", "--adapt", help="As annotate --adapt, on the evaluated rows (under "
+                              "loco:CORPUS the held-out corpus is the user's corpus); --record stores a result "
+                              "with none or corpus given under PROTOCOL+adapt_none / +adapt_corpus, and with "
+                              "auto (default, what annotate does by default) under PROTOCOL.",
+                              metavar="auto|none|corpus"),
 ) -> None:
     """Accuracy, UAR, macro-F1, per-class and per-corpus tables and ECE on a manifest split."""
     from .console import run_evaluate

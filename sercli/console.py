@@ -49,7 +49,7 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
               exclude, overwrite, resume, backend, scheduler, quiet, lock) -> int:
     import os
 
-    from .adaptation import check_reference
+    from .adaptation import MIN_FILES, check_reference, default_mode
     from .batch import annotate_to_file, plan_output, run_metadata
     from .discovery import discover
     from .models import ModelNotFound, load_model
@@ -67,6 +67,10 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
                      f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}.")
     try:
         mdl = load_model(model, calibration=calibration)
+        auto = adapt == "auto"
+        if auto:  # what suits the model; a resumed run keeps what it started with
+            adapt = _previous_adapt(Path(output)) if resume and output != "-" else None
+            adapt = adapt or default_mode(mdl.card)
         if adapt == "corpus" and mdl.head is None:  # an encoder model adapts its embeddings: no reference needed
             check_reference(mdl.card, mdl.params.n_mels)
         tables = {name: path for name, path in (("segments", segments), ("windows", windows)) if path is not None}
@@ -89,15 +93,19 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
         t0 = time.perf_counter()
         try:
             options = _with_corpus_shift(options, mdl, paths, plan, jobs=resolve_jobs(jobs), quiet=quiet)
+            adapted = ("corpus, the statistics of the resumed run" if plan is not None and plan.resume_from else
+                       f"corpus, measured in {time.perf_counter() - t0:.1f} s (not in the wall time)")
         except ValueError as exc:
-            return _fail(str(exc))
-        finally:
-            if options.shift is None:  # not measured (refused or interrupted): the run ends here
+            if not auto:
                 _shutdown(executor_factory)
+                return _fail(str(exc))
+            options = replace(options, adapt="none")  # --adapt auto: too few files to stand for a corpus
+            adapted = f"none: fewer than {MIN_FILES} files with speech to stand for a corpus"
+        except BaseException:
+            _shutdown(executor_factory)  # interrupted while measuring: the run ends here
+            raise
         if plan is not None:
             plan = replace(plan, meta=run_metadata(mdl, options, tables=tables, include=include, exclude=exclude))
-        adapted = ("corpus, the shift of the resumed run" if plan is not None and plan.resume_from else
-                   f"corpus, shift measured in {time.perf_counter() - t0:.1f} s (not in the wall time)")
     seen: dict[str, list] = {"status": [], "emotion": [], "confidence": [], "duration_s": []}
     progress, task = _progress(len(paths), quiet)
 
@@ -134,6 +142,18 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
     if not quiet:
         _print_summary(stats, seen, output, options.classes, adapted=adapted)
     return 0 if stats.failed == 0 else 1
+
+
+def _previous_adapt(output: Path) -> str | None:
+    """The ``--adapt`` a run being resumed into ``output`` was made with (its journal's, else its table's)."""
+    from .output import Journal, OutputError, table_metadata
+
+    journal = Journal.for_output(output)
+    try:
+        meta = journal.meta() if journal.exists() else (table_metadata(output) if output.exists() else None)
+    except (OutputError, OSError, ValueError):
+        return None
+    return (meta or {}).get("adapt")
 
 
 def _with_corpus_shift(options: Options, mdl: Model, paths: list[str], plan: OutputPlan | None, *, jobs: int,

@@ -262,6 +262,7 @@ def train_encoder_model(manifest: str | Path, out: str | Path, opts: EncoderOpti
     card = {"name": out.name, "arch": f"whisper-{opts.size}-l{opts.layers}-{opts.head}", "classes": classes,
             "temperature": temperature, "params": int(net.count_params() + sum(w.size for w, _ in head.layers)),
             "calibration": _off_domain_scale(train, val, emb, classes, opts),
+            **({"adapt_default": "corpus"} if opts.norm == "corpus" else {}),
             "encoder": {"size": opts.size, "layers": opts.layers, "quantized": opts.quantize,
                         "source": SOURCES[opts.size].describe(), "licence": f"MIT ({LICENCE_FILE})",
                         "notice": WHISPER_NOTICE},

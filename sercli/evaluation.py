@@ -19,15 +19,16 @@ __all__ = ["evaluate", "expected_calibration_error", "record_in_card", "PROTOCOL
 PROTOCOLS = {"split": "speaker_independent", "split_random": "study_protocol"}
 
 
-def protocol_name(split_column: str, adapt: str = "none") -> str:
-    """Card key of a split column: ``speaker_independent``, ``study_protocol``, ``loco_<corpus>``;
-    with corpus adaptation ``+adapt_corpus`` is appended."""
+def protocol_name(split_column: str, adapt: str = "auto") -> str:
+    """Card key of a split column: ``speaker_independent``, ``study_protocol``, ``loco_<corpus>``,
+    ``loco_skewed_<corpus>``; with ``--adapt`` given as ``none`` or ``corpus`` (not ``auto``, what
+    annotate does by default) ``+adapt_none`` / ``+adapt_corpus`` is appended."""
     if split_column.startswith(("loco:", "loco-skewed:")):
         kind, corpus = split_column.split(":", 1)
         key = kind.replace("-", "_") + "_" + corpus
     else:
         key = PROTOCOLS.get(split_column, split_column)
-    return key if adapt == "none" else f"{key}+adapt_{adapt}"
+    return key if adapt == "auto" else f"{key}+adapt_{adapt}"
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> float:
@@ -46,7 +47,7 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n
 
 
 def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_column: str = "split",
-             jobs: int = -1, calibration: str = "off-domain", adapt: str = "none") -> tuple[dict, pd.DataFrame]:
+             jobs: int = -1, calibration: str = "off-domain", adapt: str = "auto") -> tuple[dict, pd.DataFrame]:
     """Classify the manifest's ``split`` rows; returns (metrics, per-file predictions).
 
     Metrics: ``n``, ``accuracy``, ``uar`` and ``macro_f1`` (both over the classes present in
@@ -77,6 +78,7 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
         "split": split,
         "calibration": calibration,
         "adapt": adapt,
+        "adapt_used": result.info["adapt"],
         **({"shift": shift} if shift is not None and len(shift) <= 128 else {}),  # not an encoder's 2 x dim
         **_headline(scored, ok),
         "per_class": scored["per_class"].round(4).to_dict(orient="index"),
@@ -148,7 +150,7 @@ def record_in_card(model_dir: str | Path, metrics: dict, command: str) -> str:
     model_dir = Path(model_dir)
     card_path = model_dir / CARD_FILE
     card = json.loads(card_path.read_text())
-    key = protocol_name(metrics["split_column"], metrics.get("adapt", "none"))
+    key = protocol_name(metrics["split_column"], metrics.get("adapt", "auto"))
     entry = {**{k: v for k, v in metrics.items() if k != "not_ok"}, "command": command,
              "not_ok": len(metrics["not_ok"])}
     evaluated = load_model(metrics["model"])

@@ -219,6 +219,13 @@ def _encoder_lines(enc: dict) -> list[str]:
     return lines + [f"- licence of the encoder weights: {enc.get('licence', '')}. {enc.get('notice', '')}"]
 
 
+def _adapt_line(card: dict) -> list[str]:
+    if card.get("adapt_default") != "corpus":
+        return []
+    return ["- `--adapt auto` (the default) standardises the embeddings with the statistics of the corpus being "
+            "annotated (as each training corpus was), when it has enough files"]
+
+
 def render_card(card: dict) -> str:
     """The Markdown model card (``CARD.md``) for a ``card.json`` dict."""
     tr = card.get("training", {})
@@ -248,7 +255,7 @@ def render_card(card: dict) -> str:
              + f"training time {tr.get('train_seconds', 0) / 60:.1f} min on {tr.get('machine', '')}",
              f"- options: `{json.dumps(tr.get('options', {}))}`",
              f"- versions: `{json.dumps(tr.get('versions', {}))}`",
-             *(_encoder_lines(enc) if (enc := card.get("encoder")) else []),
+             *(_encoder_lines(enc) if (enc := card.get("encoder")) else []), *_adapt_line(card),
              *([f"- `--adapt corpus` reference: the mean speech envelope of {ad.get('files', '?')} training files"
                 + (f" (stored by `{ad['command']}`)" if ad.get("command") else "")]
                if (ad := card.get(ADAPTATION_KEY)) else []), ""]

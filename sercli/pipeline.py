@@ -701,7 +701,7 @@ def annotate(
     jobs: int = -1,
     hop_s: float | None = None,
     calibration: str = "off-domain",
-    adapt: str = "none",
+    adapt: str = "auto",
     shift: Sequence[float] | None = None,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
@@ -714,10 +714,13 @@ def annotate(
     (windows are taken within speech, and the file's result covers speech only); ``"on"``
     does so for every file, ``"off"`` for none. ``calibration``: ``"off-domain"`` (confidence for
     recordings unlike the training corpora) or ``"in-domain"`` (:data:`~sercli.models.CALIBRATIONS`).
-    ``adapt``: ``"corpus"`` first measures the inputs' mean spectral envelope and aligns it with
-    the training corpora's (:mod:`sercli.adaptation`; needs at least
-    :data:`~sercli.adaptation.MIN_FILES` files), ``"none"`` (default) does not. ``shift``: with
-    ``adapt="corpus"``, a shift measured before (``result.info["shift"]``) instead of measuring.
+    ``adapt``: ``"corpus"`` first measures the inputs (:mod:`sercli.adaptation`; needs at least
+    :data:`~sercli.adaptation.MIN_FILES` files): for a network on log-mel input, their mean spectral
+    envelope, aligned with the training corpora's; for an encoder model, the mean and spread of
+    their embeddings, which the head standardises with. ``"none"`` does not; ``"auto"`` (default)
+    does what the model's card says suits it (``"corpus"`` for the shipped encoder models, when
+    there are enough files; ``"none"`` otherwise; ``result.info["adapt"]`` says which).
+    ``shift``: with ``adapt="corpus"``, statistics measured before (``result.info["shift"]``).
 
     >>> import sercli
     >>> result = sercli.annotate("examples", model="mfcc-cnn", jobs=1)
@@ -732,14 +735,23 @@ def annotate(
     from .batch import run_metadata
     from .output import typed_frame
 
+    from .adaptation import ADAPT_CHOICES, default_mode
+
     mdl = load_model(model, calibration=calibration)  # fails here, not in a worker, for an unknown model
+    if adapt not in ADAPT_CHOICES:
+        raise ValueError(f"adapt must be {', '.join(ADAPT_CHOICES)}, not {adapt!r}.")
+    auto = adapt == "auto"
+    if auto:
+        adapt = "corpus" if shift is not None else default_mode(mdl.card)
     if shift is not None and adapt != "corpus":
         raise ValueError("a shift is only used with adapt='corpus'.")
     options = Options.for_model(model, mdl, hop_s=hop_s, segments=segments, windows=windows, vad=vad, adapt=adapt)
     if isinstance(inputs, np.ndarray):
         if not sample_rate:
             raise ValueError("An array needs its sample_rate.")
-        if adapt == "corpus":
+        if adapt == "corpus" and shift is None and auto:  # one array is no corpus
+            options = replace(options, adapt="none")
+        elif adapt == "corpus":
             if shift is None:
                 raise ValueError("adapt='corpus' measures a corpus of files; for one array, pass the shift "
                                  "measured on its corpus.")
@@ -750,7 +762,12 @@ def annotate(
             inputs = [inputs]
         paths = discover(inputs, include=include or (), exclude=exclude or ())
         if adapt == "corpus":
-            options = with_corpus_shift(options, mdl, paths, jobs=resolve_jobs(jobs), shift=shift)
+            try:
+                options = with_corpus_shift(options, mdl, paths, jobs=resolve_jobs(jobs), shift=shift)
+            except ValueError:
+                if not auto:
+                    raise
+                options = replace(options, adapt="none")  # too few files to stand for a corpus
         results = list(iter_chunks(paths, options, executor_factory=LocalExecutors(resolve_jobs(jobs))))
 
     def frame(rows: list[dict], columns: list[str]) -> "pd.DataFrame":

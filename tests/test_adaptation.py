@@ -112,7 +112,9 @@ def test_a_resumed_adapted_run_keeps_the_shift_it_started_with(corpora, tmp_path
     assert resumed["shift"] == first["shift"]
     assert pq.read_table(out).num_rows == 27
 
-    changed = run_cli("annotate", str(folder), "-o", str(out), "-q", "--resume")
+    kept = run_cli("annotate", str(folder), "-o", str(out), "-q", "--resume")  # --adapt auto: as the run began
+    assert kept.returncode == 0 and json.loads(pq.read_schema(out).metadata[b"sercli"])["shift"] == first["shift"]
+    changed = run_cli("annotate", str(folder), "-o", str(out), "-q", "--resume", "--adapt", "none")
     assert changed.returncode == 2 and "--adapt: 'corpus' then, 'none' now" in changed.stderr
 
 
