@@ -295,12 +295,23 @@ def print_card(name: str) -> int:
     return 0
 
 
-def run_train(*, manifest, out, opts, jobs, cache_dir, command) -> int:
-    """``sercli train``: log lines above a progress bar over epochs; returns the exit status."""
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up lines (oneDNN notes, absl warnings, E0000 lines)
+    dropped, and its Python logger kept to warnings."""
     import logging
     import os
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ chatter (its E0000 lines too)
+    from .models import _quiet_stderr
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _quiet_stderr():
+        import tensorflow  # noqa: F401
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+
+
+def run_train(*, manifest, out, opts, jobs, cache_dir, command) -> int:
+    """``sercli train``: log lines above a progress bar over epochs; returns the exit status."""
+    import logging
 
     from rich.logging import RichHandler
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -309,6 +320,7 @@ def run_train(*, manifest, out, opts, jobs, cache_dir, command) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s", force=True,
                         handlers=[RichHandler(console=err, show_path=False)])
+    _import_tensorflow_quietly()
     progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
                         TextColumn("{task.fields[score]}"), TimeElapsedColumn(), console=err)
     task = progress.add_task("train", total=opts.epochs, score="")
@@ -332,15 +344,15 @@ def run_train(*, manifest, out, opts, jobs, cache_dir, command) -> int:
 def run_train_encoder(*, manifest, out, opts, init, jobs, cache_dir, command) -> int:
     """``sercli train`` of an encoder model (or of a new head for one, with ``--init``)."""
     import logging
-    import os
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ chatter (its E0000 lines too)
     from rich.logging import RichHandler
 
     from .encoder_training import fine_tune_head, train_encoder_model
 
     logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s", force=True,
                         handlers=[RichHandler(console=err, show_path=False)])
+    if not init:  # exporting the encoder needs TensorFlow; a new head does not
+        _import_tensorflow_quietly()
     try:
         with err.status("fitting the head" if init else "exporting the encoder and fitting the head"):
             if init:
