@@ -160,7 +160,8 @@ def _clip_logits(head: Head, rows: pd.DataFrame, emb: dict, stats: tuple | None)
     out = []
     for path in rows["path"]:
         e, start, end, silent = emb[path]
-        out.append((head.logits(e, stats=stats), F.Windows(np.zeros((len(e), 0, 0)), start, end, silent)))
+        out.append((head.logits(e, stats=None if stats is None else np.split(np.asarray(stats), 2)),
+                    F.Windows(np.zeros((len(e), 0, 0)), start, end, silent)))
     return out
 
 
@@ -189,7 +190,8 @@ def _off_domain_scale(train: pd.DataFrame, val: pd.DataFrame, emb: dict, classes
                       opts: EncoderOptions) -> dict:
     """The factor on the temperature that minimises the expected calibration error of heads
     tested on a training corpus they were not fitted on (each corpus with validation rows held
-    out in turn), with the statistics annotate uses by default (the heads' own)."""
+    out in turn), standardised as annotate does by default: with the held-out corpus's own
+    statistics for a head trained per corpus (``--adapt auto``), else with the head's."""
     from .evaluation import expected_calibration_error
     from .training import _file_probs
 
@@ -203,7 +205,11 @@ def _off_domain_scale(train: pd.DataFrame, val: pd.DataFrame, emb: dict, classes
         head = _fit(tr, va, emb, classes, opts)
         t = _temperature(head, va, emb, classes)
         truth = test["emotion"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-        folds.append((_clip_logits(head, test, emb, None), t, truth))
+        stats = None
+        if opts.norm == "corpus":
+            windows = _speech_windows(test, emb).x
+            stats = np.concatenate([windows.mean(axis=0), windows.std(axis=0) + 1e-5])
+        folds.append((_clip_logits(head, test, emb, stats), t, truth))
 
     def ece(scale: float) -> float:
         per = []
