@@ -258,7 +258,10 @@ def train_encoder_model(manifest: str | Path, out: str | Path, opts: EncoderOpti
     (out / MODEL_FILE).write_bytes(to_tflite(net, quantize=opts.quantize))
     (out / PARAMS_FILE).write_text(json.dumps(params.to_dict(), indent=1))
     (out / LICENCE_FILE).write_text(SOURCES[opts.size].licence_text())
-    emb = window_embeddings(list(train["path"]) + list(val["path"]), out, jobs=jobs, cache_dir=cache_dir)
+    from .training import default_cache_dir
+
+    emb = window_embeddings(list(train["path"]) + list(val["path"]), out, jobs=jobs,
+                            cache_dir=cache_dir or default_cache_dir())
     train, val = train[train["path"].isin(emb)], val[val["path"].isin(emb)]
     classes = class_order(set(train["emotion"]))
     head = _fit(train, val, emb, classes, opts)
