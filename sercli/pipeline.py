@@ -728,7 +728,7 @@ def annotate(
     (12, True, 'mfcc-cnn')
     >>> import soundfile
     >>> y, sr = soundfile.read("examples/1006_IEO_ANG_HI.wav")
-    >>> one = sercli.annotate(y, sample_rate=sr, windows=True)
+    >>> one = sercli.annotate(y, sample_rate=sr, model="mfcc-cnn", windows=True)
     >>> bool(one.files.loc[0, "emotion"] == result.files.loc[0, "emotion"]), list(one.windows["start_s"])
     (True, [0.096])
     """

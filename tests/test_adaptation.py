@@ -90,7 +90,7 @@ def test_adapt_corpus_refuses_fewer_files_than_a_corpus_in_one_sentence(tmp_path
     folder.mkdir()
     for path in example_files()[: MIN_FILES - 8]:
         shutil.copy(path, folder)
-    out = run_cli("annotate", str(folder), "--adapt", "corpus", "-o", str(tmp_path / "e.csv"))
+    out = run_cli("annotate", str(folder), "-m", "mfcc-cnn", "--adapt", "corpus", "-o", str(tmp_path / "e.csv"))
     assert out.returncode == 2
     assert f"needs at least {MIN_FILES} readable audio files with speech" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "e.csv").exists()
@@ -101,20 +101,21 @@ def test_a_resumed_adapted_run_keeps_the_shift_it_started_with(corpora, tmp_path
     folder = tmp_path / "corpus"
     shutil.copytree(plain, folder)
     out = tmp_path / "e.parquet"
-    assert run_cli("annotate", str(folder), "--adapt", "corpus", "-o", str(out), "-q").returncode == 0
+    assert run_cli("annotate", str(folder), "-m", "mfcc-cnn", "--adapt", "corpus", "-o", str(out), "-q").returncode == 0
     first = json.loads(pq.read_schema(out).metadata[b"sercli"])
     assert first["adapt"] == "corpus" and len(first["shift"]) == 64
 
     for path in sorted(tilted.glob("*.wav"))[:3]:  # new files that would move the corpus's envelope
         shutil.copy(path, folder / f"new_{path.name}")
-    assert run_cli("annotate", str(folder), "--adapt", "corpus", "-o", str(out), "-q", "--resume").returncode == 0
+    assert run_cli("annotate", str(folder), "-m", "mfcc-cnn", "--adapt", "corpus", "-o", str(out), "-q",
+                   "--resume").returncode == 0
     resumed = json.loads(pq.read_schema(out).metadata[b"sercli"])
     assert resumed["shift"] == first["shift"]
     assert pq.read_table(out).num_rows == 27
 
-    kept = run_cli("annotate", str(folder), "-o", str(out), "-q", "--resume")  # --adapt auto: as the run began
+    kept = run_cli("annotate", str(folder), "-m", "mfcc-cnn", "-o", str(out), "-q", "--resume")  # auto: as it began
     assert kept.returncode == 0 and json.loads(pq.read_schema(out).metadata[b"sercli"])["shift"] == first["shift"]
-    changed = run_cli("annotate", str(folder), "-o", str(out), "-q", "--resume", "--adapt", "none")
+    changed = run_cli("annotate", str(folder), "-m", "mfcc-cnn", "-o", str(out), "-q", "--resume", "--adapt", "none")
     assert changed.returncode == 2 and "--adapt: 'corpus' then, 'none' now" in changed.stderr
 
 
@@ -122,8 +123,8 @@ def test_the_shift_reaches_the_windows_of_long_files_split_into_speech_regions()
     from conftest import speech
 
     y = speech(40.0, index=3)
-    no_shift = sercli.annotate(y, sample_rate=16000, vad="on").files
-    shifted = [sercli.annotate(y, sample_rate=16000, vad="on", adapt="corpus", shift=s).files
+    no_shift = sercli.annotate(y, sample_rate=16000, vad="on", model="mfcc-cnn").files
+    shifted = [sercli.annotate(y, sample_rate=16000, vad="on", model="mfcc-cnn", adapt="corpus", shift=s).files
                for s in (np.zeros(64), np.linspace(-12.0, 12.0, 64))]
     np.testing.assert_allclose(shifted[0][PROB_COLUMNS], no_shift[PROB_COLUMNS], atol=1e-6)
     assert np.abs(shifted[1][PROB_COLUMNS].to_numpy() - no_shift[PROB_COLUMNS].to_numpy()).max() > 0.01
