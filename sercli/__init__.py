@@ -31,7 +31,7 @@ __all__ = [
 
 EMOTIONS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 #: The model ``annotate`` uses unless told otherwise.
-DEFAULT_MODEL = "mfcc-cnn"
+DEFAULT_MODEL = "whisper-base"
 
 _LAZY = {
     "Annotation": "pipeline",

@@ -17,6 +17,7 @@ import traceback
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
@@ -244,10 +245,16 @@ def annotate_chunk(paths: list, options: Options) -> ChunkResult:
     one batch at the end of the chunk; a long file's windows are classified as soon as a batch
     is full, so memory does not depend on file length.
     """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):  # one BLAS thread per task, in any worker (a Dask worker runs tasks in threads)
+    with _blas().limit(limits=1):  # one BLAS thread per task, in any worker (a Dask worker runs tasks in threads)
         return _annotate_chunk(paths, options)
+
+
+@lru_cache(maxsize=1)
+def _blas():
+    """This process's thread pools (BLAS, OpenMP), inspected once."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _annotate_chunk(paths: list, options: Options) -> ChunkResult:
