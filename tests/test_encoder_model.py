@@ -138,6 +138,7 @@ def test_shipped_encoder_is_rebuilt_exactly_from_the_published_weights():
     rebuilt = encoder.to_tflite(encoder.pooled_encoder(weights, layers=enc["layers"]), quantize=enc["quantized"])
     x = np.concatenate([F.windows(speech(index=i), model.params).x[:1] for i in range(3)])
     interp = Interpreter(model_content=rebuilt, num_threads=1)
+    interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     got = []
     for w in x:
