@@ -15,15 +15,17 @@ def test_wheel_contains_the_shipped_models(tmp_path):
     wheel = next(tmp_path.glob("sercli-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = sorted(p.parent.name for p in (ROOT / "models").glob("*/model.tflite"))
-    assert shipped == ["mel-cnn", "mfcc-cnn", "mfcc-crnn"]
+    assert shipped == ["mel-cnn", "mfcc-cnn", "mfcc-crnn", "whisper-base"]
     for name in shipped:
-        for f in ("model.tflite", "model.keras", "params.json", "card.json", "CARD.md"):
+        source = ("head.npz", "LICENSE.whisper") if name.startswith("whisper") else ("model.keras",)
+        for f in ("model.tflite", "params.json", "card.json", "CARD.md", *source):
             assert f"sercli/_models/{name}/{f}" in names, f
     assert not any("checkpoint" in n for n in names)
+    assert wheel.stat().st_size < 90 * 2**20  # PyPI's file limit is 100 MB
 
 
 def test_models_are_found_outside_the_checkout(tmp_path):
     res = subprocess.run([sys.executable, "-m", "sercli", "models"], cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    for name in ("mel-cnn", "mfcc-cnn", "mfcc-crnn"):
+    for name in ("mel-cnn", "mfcc-cnn", "mfcc-crnn", "whisper-base"):
         assert name in res.stdout
