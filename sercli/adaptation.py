@@ -26,7 +26,7 @@ from .features import FeatureParams, frame_db, log_mel
 if TYPE_CHECKING:
     from .models import Model
 
-__all__ = ["ADAPT_CHOICES", "ADAPT_MODES", "CARD_KEY", "default_mode", "MAX_SHIFT_DB", "MIN_FILES", "SAMPLE_FILES", "SAMPLE_SECONDS", "Envelope",
+__all__ = ["ADAPT_CHOICES", "ADAPT_MODES", "CARD_KEY", "TooFewFiles", "default_mode", "MAX_SHIFT_DB", "MIN_FILES", "SAMPLE_FILES", "SAMPLE_SECONDS", "Envelope",
            "check_reference", "corpus_shift", "embedding_stats", "measure_envelope", "reference_entry", "reference_envelope"]
 
 #: ``--adapt`` choices: no adaptation, or one shift for the whole input ("auto": what the model's
@@ -128,20 +128,26 @@ def measure_envelope(paths: Sequence[str | Path], params: FeatureParams, *, jobs
     return total
 
 
+class TooFewFiles(ValueError):
+    """Fewer than :data:`MIN_FILES` readable files with speech: too few to stand for a corpus."""
+
+
 def corpus_shift(paths: Sequence[str | Path], model: "Model", *, jobs: int = 1) -> np.ndarray:
     """What ``--adapt corpus`` applies, measured on ``paths``: for a network on log-mel input, the
     per-band shift ``(n_mels,)`` in dB that moves their envelope onto the model's reference,
     within ±:data:`MAX_SHIFT_DB`; for an encoder model, the mean and scale of their window
     embeddings, concatenated (:func:`embedding_stats`). Raises ``ValueError`` (one sentence)
     when it cannot be measured."""
-    if model.head is not None:
+    if len(paths) < MIN_FILES:
+        stats, files = np.zeros(0), len(paths)  # too few whatever their content: nothing to measure
+    elif model.head is not None:
         stats, files = embedding_stats(paths, model, jobs=jobs)
     else:
         reference = check_reference(model.card, model.params.n_mels)
         env = measure_envelope(paths, model.params, jobs=jobs)
         stats, files = np.clip(reference - env.mean, -MAX_SHIFT_DB, MAX_SHIFT_DB), env.files
     if files < MIN_FILES:
-        raise ValueError(f"adapting to a corpus needs at least {MIN_FILES} readable audio files with speech, and "
+        raise TooFewFiles(f"adapting to a corpus needs at least {MIN_FILES} readable audio files with speech, and "
                          f"{files} of the {len(paths)} files found have it: add files recorded the same way, "
                          "or run without --adapt.")
     return stats

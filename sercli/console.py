@@ -49,7 +49,7 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
               exclude, overwrite, resume, backend, scheduler, quiet, lock) -> int:
     import os
 
-    from .adaptation import MIN_FILES, check_reference, default_mode
+    from .adaptation import MIN_FILES, TooFewFiles, check_reference, default_mode
     from .batch import annotate_to_file, plan_output, run_metadata
     from .discovery import discover
     from .models import ModelNotFound, load_model
@@ -80,7 +80,6 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
         if output != "-":
             meta = run_metadata(mdl, options, tables=tables, include=include, exclude=exclude)
             plan = plan_output(Path(output), meta, tables=tables, overwrite=overwrite, resume=resume)
-            lock.claim()
         executor_factory = _executor_factory(backend, scheduler, resolve_jobs(jobs))
     except (ModelNotFound, OutputError, ValueError) as exc:
         return _fail(str(exc))
@@ -96,7 +95,7 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
             adapted = ("corpus, the statistics of the resumed run" if plan is not None and plan.resume_from else
                        f"corpus, measured in {time.perf_counter() - t0:.1f} s (not in the wall time)")
         except ValueError as exc:
-            if not auto:
+            if not (auto and isinstance(exc, TooFewFiles)):
                 _shutdown(executor_factory)
                 return _fail(str(exc))
             options = replace(options, adapt="none")  # --adapt auto: too few files to stand for a corpus
@@ -106,6 +105,8 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
             raise
         if plan is not None:
             plan = replace(plan, meta=run_metadata(mdl, options, tables=tables, include=include, exclude=exclude))
+    if lock is not None:
+        lock.claim()  # the run goes ahead: a refused command above changed no file
     seen: dict[str, list] = {"status": [], "emotion": [], "confidence": [], "duration_s": []}
     progress, task = _progress(len(paths), quiet)
 

@@ -188,6 +188,8 @@ def split_labels(df: pd.DataFrame, column: str) -> pd.Series:
     ['train', 'train', 'test', 'test', 'test']
     """
     if column.startswith("loco-skewed:"):
+        if "speaker" not in df.columns:
+            raise ValueError("The speaker-skewed protocol needs a 'speaker' column.")
         out = split_labels(df, "loco:" + column.split(":", 1)[1])
         held = df[out.eq("test")]
         return out.where(out.ne("test") | df.index.isin(skewed(held).index), "skip")

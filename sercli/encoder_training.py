@@ -115,8 +115,12 @@ def window_embeddings(paths: list[str], model_dir: str | Path, *, jobs: int = -1
 
 def _save(path: Path, cached: dict[str, tuple]) -> None:
     names = list(cached)
+    if not names:
+        return
     counts = [len(cached[n][0]) for n in names]
-    tmp = path.with_name(path.name + ".tmp.npz")
+    import os
+
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}.npz")
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(tmp, names=np.array(names), counts=np.array(counts),
              **{k: np.concatenate([cached[n][i] for n in names]) for i, k in enumerate(("emb", "start", "end",
@@ -263,7 +267,9 @@ def train_encoder_model(manifest: str | Path, out: str | Path, opts: EncoderOpti
     emb = window_embeddings(list(train["path"]) + list(val["path"]), out, jobs=jobs,
                             cache_dir=cache_dir or default_cache_dir())
     train, val = train[train["path"].isin(emb)], val[val["path"].isin(emb)]
-    classes = class_order(set(train["emotion"]))
+    if train.empty or val.empty:
+        raise ValueError("No training or validation file could be read; nothing was trained.")
+    classes = class_order(set(train["emotion"]) | set(val["emotion"]))
     head = _fit(train, val, emb, classes, opts)
     head.save(out / HEAD_FILE)
     temperature = _temperature(head, val, emb, classes)

@@ -92,7 +92,9 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
         other = next(c for c in CALIBRATIONS if c != calibration)
         ratio = load_model(model, calibration=calibration).temperature / load_model(model, calibration=other).temperature
         metrics["ece_by_calibration"] = {calibration: metrics["ece"],
-                                         other: _headline(scored, _recalibrated(result.windows, ratio, truth))["ece"]}
+                                         other: _headline(scored, _recalibrated(
+                                             result.windows[result.windows["path"].isin(ok["path"])], ratio,
+                                             truth))["ece"]}
     return metrics, pred
 
 

@@ -122,8 +122,9 @@ def fit_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                                      random_state=seed).fit(xs, y)
             score = _macro_f1(y_val, clf.predict(xv))
             if best is None or score > best[0]:
-                best = (score, C, [(_full(clf.coef_.T, clf.classes_, n_classes, axis=1),
-                                    _full(clf.intercept_, clf.classes_, n_classes, axis=0, fill=-1e4))])
+                w, b = _two_sided(clf.coef_.T, clf.intercept_)
+                best = (score, C, [(_full(w, clf.classes_, n_classes, axis=1),
+                                    _full(b, clf.classes_, n_classes, axis=0, fill=-1e4))])
     elif kind == "mlp":
         # balanced classes by resampling (MLPClassifier takes no class weights)
         rng = np.random.default_rng(seed)
@@ -135,13 +136,22 @@ def fit_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
             score = _macro_f1(y_val, clf.predict(xv))
             if best is None or score > best[0]:
                 w0, w1 = clf.coefs_
+                w1, b1 = _two_sided(w1, clf.intercepts_[1])
                 best = (score, alpha, [(w0, clf.intercepts_[0]),
                                        (_full(w1, clf.classes_, n_classes, axis=1),
-                                        _full(clf.intercepts_[1], clf.classes_, n_classes, axis=0, fill=-1e4))])
+                                        _full(b1, clf.classes_, n_classes, axis=0, fill=-1e4))])
     else:
         raise ValueError(f"Unknown head {kind!r}: linear or mlp.")
     prior = np.full(n_classes, 1.0 / n_classes)  # class-balanced training: a uniform prior
     return Head(mean=mean, scale=scale, layers=best[2], C=best[1], train_prior=prior)
+
+
+def _two_sided(w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn gives one output column for two classes (the logit of the second): as two
+    columns ``(0, z)`` whose softmax is the same sigmoid; more classes pass unchanged."""
+    if w.shape[1] != 1:
+        return w, b
+    return np.concatenate([np.zeros_like(w), w], axis=1), np.concatenate([np.zeros_like(b), b])
 
 
 def _full(a: np.ndarray, classes: np.ndarray, n: int, *, axis: int, fill: float = 0.0) -> np.ndarray:

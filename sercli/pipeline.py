@@ -17,7 +17,6 @@ import traceback
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
@@ -245,19 +244,6 @@ def annotate_chunk(paths: list, options: Options) -> ChunkResult:
     one batch at the end of the chunk; a long file's windows are classified as soon as a batch
     is full, so memory does not depend on file length.
     """
-    with _blas().limit(limits=1):  # one BLAS thread per task, in any worker (a Dask worker runs tasks in threads)
-        return _annotate_chunk(paths, options)
-
-
-@lru_cache(maxsize=1)
-def _blas():
-    """This process's thread pools (BLAS, OpenMP), inspected once."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-def _annotate_chunk(paths: list, options: Options) -> ChunkResult:
     model = _model(options)
     params = model.params
     stage = {"decode": 0.0, "features": 0.0, "inference": 0.0}
@@ -742,7 +728,7 @@ def annotate(
     from .batch import run_metadata
     from .output import typed_frame
 
-    from .adaptation import ADAPT_CHOICES, default_mode
+    from .adaptation import ADAPT_CHOICES, TooFewFiles, default_mode
 
     mdl = load_model(model, calibration=calibration)  # fails here, not in a worker, for an unknown model
     if adapt not in ADAPT_CHOICES:
@@ -771,7 +757,7 @@ def annotate(
         if adapt == "corpus":
             try:
                 options = with_corpus_shift(options, mdl, paths, jobs=resolve_jobs(jobs), shift=shift)
-            except ValueError:
+            except TooFewFiles:
                 if not auto:
                     raise
                 options = replace(options, adapt="none")  # too few files to stand for a corpus

@@ -129,7 +129,7 @@ class OutputLifecycle(RuleBasedStateMachine):
                                 stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
         lock = self.out.with_name(self.out.name + ".lock")
         deadline = time.time() + 60
-        while not (lock.exists() and lock.read_text().startswith("pid")) and time.time() < deadline:
+        while not (lock.exists() and lock.read_text().startswith(f"pid {proc.pid},")) and time.time() < deadline:
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.02)
         other = subprocess.run([*args, *OPTIONS[second], *flag], cwd=ROOT, capture_output=True, text=True)

@@ -316,27 +316,6 @@ def test_resume_with_nothing_new_leaves_the_finished_table_untouched(model, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.parquet"]
 
 
-def test_every_task_runs_blas_with_one_thread_whatever_the_worker(monkeypatch):
-    """Hole 4: remote Dask workers with several threads ran BLAS on every core in each task."""
-    import threadpoolctl
-
-    from sercli import pipeline
-    from sercli.models import load_model
-
-    seen = []
-    real = pipeline._annotate_chunk
-
-    def spy(paths, options):
-        seen.extend(p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
-        return real(paths, options)
-
-    monkeypatch.setattr(pipeline, "_annotate_chunk", spy)
-    with threadpoolctl.threadpool_limits(2):
-        pipeline.annotate_chunk([str(example_files()[0])], pipeline.Options.for_model("mfcc-cnn",
-                                                                                      load_model("mfcc-cnn")))
-    assert seen and set(seen) == {1}
-
-
 def test_the_output_folder_is_fsynced_after_the_rename(tmp_path, monkeypatch):
     """Hole 4: the rename of a finished table must be durable before the journal is removed."""
     import stat
