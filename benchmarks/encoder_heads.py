@@ -58,7 +58,7 @@ class Data:
         self.y = manifest["emotion"].map({c: i for i, c in enumerate(EMOTIONS)}).to_numpy()
 
     def windows_of(self, clips: np.ndarray) -> np.ndarray:
-        """Window indices of ``clips`` with speech (all of a clip's windows when none has)."""
+        """Window indices of ``clips`` with speech (a clip with none has no window here)."""
         member = np.isin(self.clip, clips)
         return np.flatnonzero(member & ~self.silent)
 

@@ -26,8 +26,9 @@ from .features import FeatureParams, frame_db, log_mel
 if TYPE_CHECKING:
     from .models import Model
 
-__all__ = ["ADAPT_CHOICES", "ADAPT_MODES", "CARD_KEY", "TooFewFiles", "default_mode", "MAX_SHIFT_DB", "MIN_FILES", "SAMPLE_FILES", "SAMPLE_SECONDS", "Envelope",
-           "check_reference", "corpus_shift", "embedding_stats", "measure_envelope", "reference_entry", "reference_envelope"]
+__all__ = ["ADAPT_CHOICES", "ADAPT_MODES", "CARD_KEY", "MAX_SHIFT_DB", "MIN_FILES", "SAMPLE_FILES", "SAMPLE_SECONDS",
+           "Envelope", "TooFewFiles", "check_reference", "corpus_shift", "embedding_stats", "measure_envelope",
+           "reference_entry", "reference_envelope", "resolve_mode"]
 
 #: ``--adapt`` choices: no adaptation, or one shift for the whole input ("auto": what the model's
 #: card says suits it, :func:`default_mode`, falling back to "none" for fewer than MIN_FILES files).
@@ -82,10 +83,14 @@ class Envelope:
         return self.total / max(self.frames, 1)
 
 
-def default_mode(card: dict) -> str:
-    """What ``--adapt auto`` means for a model: its card's ``adapt_default`` ("corpus" for an encoder
-    model whose head was trained on per-corpus standardised embeddings), else "none"."""
-    return card.get("adapt_default", "none")
+def resolve_mode(adapt: str, card: dict, *, previous: str | None = None) -> str:
+    """The :data:`ADAPT_MODES` entry an ``--adapt`` choice means for a model: ``auto`` is the run
+    being resumed's mode (``previous``) or else the card's ``adapt_default`` ("corpus" for an
+    encoder model whose head was trained on per-corpus standardised embeddings, else "none").
+    Raises ``ValueError`` (one sentence) for an unknown choice."""
+    if adapt not in ADAPT_CHOICES:
+        raise ValueError(f"adapt must be {', '.join(ADAPT_CHOICES)}, not {adapt!r}.")
+    return adapt if adapt != "auto" else previous or card.get("adapt_default", "none")
 
 
 def reference_envelope(card: dict) -> np.ndarray | None:
@@ -181,9 +186,9 @@ def _first_block(path: str, params: FeatureParams) -> np.ndarray | None:
 def _file_embedding_sums(path: str, model_path: str) -> tuple[np.ndarray, np.ndarray, int] | None:
     """Sum and sum of squares of the embeddings of a file's windows with speech, and their count."""
     from .features import windows
-    from .models import load_model
+    from .models import worker_model
 
-    model = load_model(model_path)
+    model = worker_model(model_path)
     y = _first_block(path, model.params)
     if y is None:
         return None

@@ -49,7 +49,7 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
               exclude, overwrite, resume, backend, scheduler, quiet, lock) -> int:
     import os
 
-    from .adaptation import MIN_FILES, TooFewFiles, check_reference, default_mode
+    from .adaptation import MIN_FILES, TooFewFiles, check_reference, resolve_mode
     from .batch import annotate_to_file, plan_output, run_metadata
     from .discovery import discover
     from .models import ModelNotFound, load_model
@@ -67,10 +67,9 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
                      f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}.")
     try:
         mdl = load_model(model, calibration=calibration)
-        auto = adapt == "auto"
-        if auto:  # what suits the model; a resumed run keeps what it started with
-            adapt = _previous_adapt(Path(output)) if resume and output != "-" else None
-            adapt = adapt or default_mode(mdl.card)
+        auto = adapt == "auto"  # what suits the model; a resumed run keeps what it started with
+        adapt = resolve_mode(adapt, mdl.card,
+                             previous=_previous_adapt(Path(output)) if auto and resume and output != "-" else None)
         if adapt == "corpus" and mdl.head is None:  # an encoder model adapts its embeddings: no reference needed
             check_reference(mdl.card, mdl.params.n_mels)
         tables = {name: path for name, path in (("segments", segments), ("windows", windows)) if path is not None}
@@ -267,8 +266,9 @@ def print_models() -> None:
         m = load_model(name)
         ev = m.card.get("evaluation", {})
         si = ev.get("speaker_independent", {})
-        table.add_row(name + (" (default)" if name == DEFAULT_MODEL else ""), _fmt(si.get("accuracy")), _fmt(si.get("uar")), _fmt(si.get("macro_f1")),
-                      _fmt(_mean_uar(ev, "loco_")), _fmt(_mean_uar(ev, "loco_skewed_")), f"{m.card.get('params', '')}")
+        table.add_row(name + (" (default)" if name == DEFAULT_MODEL else ""), _fmt(si.get("accuracy")),
+                      _fmt(si.get("uar")), _fmt(si.get("macro_f1")), _fmt(_mean_uar(ev, "loco_")),
+                      _fmt(_mean_uar(ev, "loco_skewed_")), f"{m.card.get('params', '')}")
     Console().print(table)
 
 

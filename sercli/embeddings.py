@@ -19,7 +19,7 @@ import numpy as np
 from . import features as F
 from .audio import decode
 
-__all__ = ["EmbeddingCache", "cache_embeddings", "load_cache", "pool"]
+__all__ = ["EmbeddingCache", "cache_embeddings", "clip_windows", "load_cache", "pool"]
 
 log = logging.getLogger(__name__)
 _CHUNK = 256  # clips per cache file (the unit of checkpointing)
@@ -43,15 +43,23 @@ class EmbeddingCache:
     silent: np.ndarray
 
 
-def _windows_of(path: str, params: F.FeatureParams) -> F.Windows | None:
+def clip_windows(path: str, params: F.FeatureParams) -> F.Windows | str:
+    """A clip's windows as annotate cuts them, or why it is left out (one sentence)."""
     try:
         audio = decode(path, sample_rate=params.sample_rate)
-    except Exception as exc:  # reported; the clip is left out
-        log.warning("skipped %s: %s", path, exc)
-        return None
+    except Exception as exc:
+        return str(exc)
     if len(audio.samples) < params.min_samples:
-        return None
+        return "shorter than 0.25 s"
     return F.windows(audio.samples, params)
+
+
+def _windows_of(path: str, params: F.FeatureParams) -> F.Windows | None:
+    w = clip_windows(path, params)
+    if isinstance(w, str):  # reported; the clip is left out
+        log.warning("skipped %s: %s", path, w)
+        return None
+    return w
 
 
 def cache_embeddings(paths: list[str], *, size: str, out_dir: str | Path, batch: int = 32) -> None:

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 
 from . import features as F
-from .audio import decode
 from .corpora import read_manifest, split_labels
-from .heads import HEAD_FILE, Head, fit_head, reference_stats, standardise
-from .models import MODEL_FILE, PARAMS_FILE, Model, load_model, write_card
+from .embeddings import clip_windows
+from .heads import HEAD_FILE, Head, corpus_stats, fit_head, reference_stats, standardise
+from .models import MODEL_FILE, PARAMS_FILE, load_model, worker_model, write_card
 from .reports import class_order
 
 __all__ = ["EncoderOptions", "fine_tune_head", "train_encoder_model", "window_embeddings"]
@@ -63,24 +63,11 @@ class EncoderOptions:
 
 def _file_embeddings(path: str, model_dir: str) -> tuple | str:
     """``(emb (n, dim), start_s, end_s, silent)`` of one file's windows, or the reason it was skipped."""
-    model = _worker_model(model_dir)
-    try:
-        audio = decode(path, sample_rate=model.params.sample_rate)
-    except Exception as exc:
-        return str(exc)
-    if len(audio.samples) < model.params.min_samples:
-        return "shorter than 0.25 s"
-    w = F.windows(audio.samples, model.params)
+    model = worker_model(model_dir)
+    w = clip_windows(path, model.params)
+    if isinstance(w, str):
+        return w
     return model.run(w.x).astype(np.float32), w.start_s, w.end_s, w.silent
-
-
-_models: dict[str, Model] = {}
-
-
-def _worker_model(model_dir: str) -> Model:
-    if model_dir not in _models:
-        _models[model_dir] = load_model(model_dir)
-    return _models[model_dir]
 
 
 def window_embeddings(paths: list[str], model_dir: str | Path, *, jobs: int = -1,
@@ -160,12 +147,12 @@ def _speech_windows(rows: pd.DataFrame, emb: dict) -> _Windows:
 
 
 def _clip_logits(head: Head, rows: pd.DataFrame, emb: dict, stats: tuple | None) -> list[tuple]:
-    """Per clip, ``(window logits, windows)`` as annotate computes them with ``stats``."""
+    """Per clip, ``(window logits, windows)`` as annotate computes them, standardised with ``stats``
+    (a corpus's ``(mean, scale)``) or, with ``None``, the head's own."""
     out = []
     for path in rows["path"]:
         e, start, end, silent = emb[path]
-        out.append((head.logits(e, stats=None if stats is None else np.split(np.asarray(stats), 2)),
-                    F.Windows(np.zeros((len(e), 0, 0)), start, end, silent)))
+        out.append((head.logits(e, stats=stats), F.Windows(np.zeros((len(e), 0, 0)), start, end, silent)))
     return out
 
 
@@ -183,11 +170,11 @@ def _fit(rows: pd.DataFrame, val: pd.DataFrame, emb: dict, classes: list[str], o
     return fit_head(tr.x, y_tr, va.x, y_va, kind=opts.head, n_classes=len(classes), seed=opts.seed)
 
 
-def _temperature(head: Head, val: pd.DataFrame, emb: dict, classes: list[str], stats=None) -> float:
+def _temperature(head: Head, val: pd.DataFrame, emb: dict, classes: list[str]) -> float:
     from .training import fit_temperature
 
     labels = val["emotion"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    return fit_temperature(_clip_logits(head, val, emb, stats), labels)
+    return fit_temperature(_clip_logits(head, val, emb, None), labels)
 
 
 def _off_domain_scale(train: pd.DataFrame, val: pd.DataFrame, emb: dict, classes: list[str],
@@ -209,10 +196,7 @@ def _off_domain_scale(train: pd.DataFrame, val: pd.DataFrame, emb: dict, classes
         head = _fit(tr, va, emb, classes, opts)
         t = _temperature(head, va, emb, classes)
         truth = test["emotion"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-        stats = None
-        if opts.norm == "corpus":
-            windows = _speech_windows(test, emb).x
-            stats = np.concatenate([windows.mean(axis=0), windows.std(axis=0) + 1e-5])
+        stats = corpus_stats(_speech_windows(test, emb).x) if opts.norm == "corpus" else None
         folds.append((_clip_logits(head, test, emb, stats), t, truth))
 
     def ece(scale: float) -> float:

@@ -16,7 +16,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -202,6 +202,13 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, calibration: str = C
     card = json.loads((path / CARD_FILE).read_text()) if (path / CARD_FILE).exists() else {}
     return Model(path=path.resolve(), name=card.get("name", path.name), params=params, card=card,
                  calibration=calibration)
+
+
+@lru_cache(maxsize=4)
+def worker_model(model_dir: str) -> Model:
+    """A model loaded once per worker process (a local pool's worker runs one task at a time, so
+    its LiteRT interpreter is never shared between threads)."""
+    return load_model(model_dir)
 
 
 def write_card(model_dir: str | Path, card: dict) -> None:

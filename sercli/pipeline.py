@@ -728,14 +728,11 @@ def annotate(
     from .batch import run_metadata
     from .output import typed_frame
 
-    from .adaptation import ADAPT_CHOICES, TooFewFiles, default_mode
+    from .adaptation import TooFewFiles, resolve_mode
 
     mdl = load_model(model, calibration=calibration)  # fails here, not in a worker, for an unknown model
-    if adapt not in ADAPT_CHOICES:
-        raise ValueError(f"adapt must be {', '.join(ADAPT_CHOICES)}, not {adapt!r}.")
     auto = adapt == "auto"
-    if auto:
-        adapt = "corpus" if shift is not None else default_mode(mdl.card)
+    adapt = resolve_mode(adapt, mdl.card, previous="corpus" if shift is not None else None)
     if shift is not None and adapt != "corpus":
         raise ValueError("a shift is only used with adapt='corpus'.")
     options = Options.for_model(model, mdl, hop_s=hop_s, segments=segments, windows=windows, vad=vad, adapt=adapt)
