@@ -76,6 +76,24 @@ def decode(path: str | Path, *, sample_rate: int, max_duration_s: float | None =
     return Audio(samples, sample_rate, stream.source_rate, stream.channels)
 
 
+def read_span(path: str | Path, start_s: float | None = None, end_s: float | None = None, *,
+              sample_rate: int = 16000) -> tuple[np.ndarray, int]:
+    """``(samples (n,), sample_rate)``: mono float32 of ``path`` from ``start_s`` to ``end_s``
+    (the whole file when they are ``None``), decoded block by block and stopped at ``end_s``,
+    so a minute of a 4-hour file costs a minute's memory. Raises :class:`DecodeError`."""
+    first = int(round((start_s or 0.0) * sample_rate))
+    last = None if end_s is None else int(round(end_s * sample_rate))
+    parts, seen = [], 0
+    for block in open_audio(path, sample_rate=sample_rate, block_s=10.0).blocks():
+        lo, hi = max(first - seen, 0), len(block) if last is None else min(last - seen, len(block))
+        if hi > lo:
+            parts.append(block[lo:hi])
+        seen += len(block)
+        if last is not None and seen >= last:
+            break
+    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), sample_rate
+
+
 def _finite(y: np.ndarray) -> np.ndarray:
     """``y``, or :class:`DecodeError` ``invalid_samples`` if it holds NaN or infinite values."""
     if not np.isfinite(y).all():

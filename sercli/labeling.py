@@ -1,0 +1,178 @@
+"""Which clips are worth a person's time: the labelling queue of ``sercli label``.
+
+:func:`queue` orders the rows of an emotion table (files, or segments of long files) for
+labelling; :class:`LabelBook` keeps the labels given so far in a manifest CSV that
+``sercli train --init`` reads, rewritten atomically after every key press.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .output import atomic_path, write_text_atomic
+from .reports import classes_of, group_keys
+
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "Clip", "LabelBook", "queue"]
+
+#: ``random``: a shuffle. ``spread``: round robin over predicted classes and groups, at random
+#: within them. ``uncertain``: the same round robin, the least certain rows (smallest margin
+#: between the two most probable classes) first.
+STRATEGIES = ("random", "spread", "uncertain")
+DEFAULT_STRATEGY = "spread"
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One row to label: a file, or a segment of one (``start_s``/``end_s`` set)."""
+
+    id: int
+    path: str
+    start_s: float | None
+    end_s: float | None
+    predicted: str
+    confidence: float
+    group: str
+
+
+def queue(table: pd.DataFrame, *, strategy: str = DEFAULT_STRATEGY, by: str | None = None, limit: int | None = None,
+          seed: int = 0) -> list[Clip]:
+    """The rows of ``table`` (``files`` or ``segments`` of :func:`sercli.annotate`) in the order
+    they should be labelled (:data:`STRATEGIES`); failed files are left out.
+
+    ``by`` groups rows as ``sercli summarize --by`` does (``folder``, ``depth:N``, a column or a
+    regex), so the queue visits every group (speaker, recording, channel) early.
+
+    >>> t = pd.DataFrame({"path": ["a.wav", "b.wav", "c.wav", "d.wav"], "status": "ok",
+    ...                   "emotion": ["anger", "anger", "anger", "sadness"],
+    ...                   "prob_anger": [0.9, 0.5, 0.8, 0.2], "prob_sadness": [0.1, 0.5, 0.2, 0.8]})
+    >>> [c.path for c in queue(t, strategy="uncertain")]
+    ['b.wav', 'd.wav', 'c.wav', 'a.wav']
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown choice strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+    rows = table[table["status"].eq("ok")] if "status" in table else table
+    rows = rows[rows["emotion"].notna()].reset_index(drop=True)
+    classes = classes_of(rows)
+    probs = rows[[f"prob_{c}" for c in classes]].to_numpy(dtype=float)
+    top2 = np.sort(probs, axis=1)[:, -2:] if len(classes) > 1 else np.c_[probs * 0, probs]
+    margin = top2[:, 1] - top2[:, 0]
+    groups = group_keys(rows["path"], by, rows).fillna("") if by else pd.Series("", index=rows.index)
+    rng = np.random.default_rng(seed)
+    if strategy == "random":
+        order = rng.permutation(len(rows))
+    else:
+        tiebreak = rng.random(len(rows))
+        key = margin if strategy == "uncertain" else tiebreak
+        order = _round_robin(rows["emotion"].astype(str).to_numpy(), groups.astype(str).to_numpy(),
+                             np.lexsort((tiebreak, key)))
+    if limit is not None:
+        order = order[:limit]
+    has_span = "start_s" in rows
+    return [Clip(id=i, path=str(rows.at[j, "path"]),
+                 start_s=float(rows.at[j, "start_s"]) if has_span else None,
+                 end_s=float(rows.at[j, "end_s"]) if has_span else None,
+                 predicted=str(rows.at[j, "emotion"]), confidence=float(top2[j, 1]),
+                 group=str(groups.iat[j])) for i, j in enumerate(order)]
+
+
+def _round_robin(classes: np.ndarray, groups: np.ndarray, ranked: np.ndarray) -> np.ndarray:
+    """``ranked`` (row indices, best first) reordered so that each round takes one row per
+    predicted class, and within a class one row per group in turn.
+
+    >>> _round_robin(np.array(["a", "a", "a", "b"]), np.array(["x", "x", "y", "x"]), np.array([0, 1, 2, 3])).tolist()
+    [0, 3, 2, 1]
+    """
+    per_class: dict[str, list[int]] = {}
+    for c in dict.fromkeys(classes[ranked]):
+        mine = ranked[classes[ranked] == c]
+        per_class[c] = _interleave([mine[groups[mine] == g] for g in dict.fromkeys(groups[mine])])
+    return np.array(_interleave(list(per_class.values())), dtype=int)
+
+
+def _interleave(lists: list) -> list[int]:
+    """One item of each list in turn, until all are used up."""
+    out: list[int] = []
+    for k in range(max((len(x) for x in lists), default=0)):
+        out.extend(int(x[k]) for x in lists if k < len(x))
+    return out
+
+
+class LabelBook:
+    """The labels given so far, kept in a manifest CSV (``path,emotion,...``; a skipped clip
+    has an empty ``emotion``, which training ignores). Every change rewrites the file
+    atomically, so closing the page or Ctrl-C loses nothing, and a new session continues.
+
+    A segment of a long file is written out as its own WAV clip under ``clips/`` beside the
+    CSV, so the manifest names one clip per row, as ``sercli train`` expects.
+    """
+
+    COLUMNS = ["path", "emotion", "source", "start_s", "end_s", "predicted"]
+
+    def __init__(self, path: str | Path, classes: Iterable[str]) -> None:
+        self.path = Path(path)
+        self.classes = list(classes)
+        if self.path.exists():
+            df = pd.read_csv(self.path, dtype={"emotion": str}, keep_default_na=False)
+            missing = set(self.COLUMNS) - set(df.columns)
+            if missing:
+                raise ValueError(f"{self.path} is not a label file of sercli label (no {', '.join(sorted(missing))} "
+                                 "column); choose another --labels path.")
+            self.rows = df[self.COLUMNS].to_dict("records")
+        else:
+            self.rows = []
+
+    def key(self, clip: Clip) -> tuple:
+        return _key(clip.path, clip.start_s)
+
+    def done(self) -> set[tuple]:
+        """Keys of the clips labelled or skipped so far."""
+        return {_key(r["source"], r["start_s"]) for r in self.rows}
+
+    def counts(self) -> dict[str, int]:
+        """Clips labelled per class (the book's classes first, then any other label met)."""
+        given = pd.Series([r["emotion"] for r in self.rows if r["emotion"]], dtype=str).value_counts()
+        return {c: int(given.get(c, 0)) for c in [*self.classes, *(c for c in given.index if c not in self.classes)]}
+
+    def add(self, clip: Clip, label: str | None) -> None:
+        """Record ``label`` for ``clip`` (``None``: skipped)."""
+        if label is not None and label not in self.classes:
+            raise ValueError(f"{label!r} is not one of the classes ({', '.join(self.classes)}).")
+        path = clip.path
+        if clip.start_s is not None and label is not None:
+            path = str(self._cut(clip))
+        self.rows.append({"path": path, "emotion": label or "", "source": clip.path,
+                          "start_s": "" if clip.start_s is None else clip.start_s,
+                          "end_s": "" if clip.end_s is None else clip.end_s, "predicted": clip.predicted})
+        self._save()
+
+    def undo(self) -> dict | None:
+        """Forget the last label given; returns its row (``None`` when there is none)."""
+        if not self.rows:
+            return None
+        row = self.rows.pop()
+        self._save()
+        return row
+
+    def _cut(self, clip: Clip) -> Path:
+        import soundfile
+
+        from .audio import read_span
+
+        y, sr = read_span(clip.path, clip.start_s, clip.end_s)
+        out = self.path.parent / "clips" / f"{Path(clip.path).stem}_{clip.start_s:.2f}-{clip.end_s:.2f}.wav"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as tmp:
+            soundfile.write(tmp, y, sr, format="WAV")
+        return out
+
+    def _save(self) -> None:
+        write_text_atomic(self.path, pd.DataFrame(self.rows, columns=self.COLUMNS).to_csv(index=False))
+
+
+def _key(path: str, start_s) -> tuple:
+    return (str(path), None if start_s in ("", None) or pd.isna(start_s) else round(float(start_s), 2))
