@@ -149,6 +149,40 @@ def summarize(
 
 
 @app.command()
+def label(
+    source: str = typer.Argument(..., help="A table written by annotate (.parquet, .csv, .jsonl; files or segments), "
+                                 "or a folder of audio to annotate now."),
+    labels: Path = typer.Option(Path("labels.csv"), "--labels", help="Manifest CSV the labels go to; run "
+                                "again with the same file to continue.", metavar="FILE"),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Your label set, comma-separated (any names; "
+                                          "default: the model's classes).", metavar="A,B,..."),
+    per_class: int = typer.Option(10, "--per-class", help="Labels per class to aim for.", metavar="N"),
+    by: Optional[str] = typer.Option(None, "--by", help="Spread the choice over groups: folder, depth:N, a column, "
+                                     "or a regex with a group (as summarize --by).", metavar="GROUPING"),
+    strategy: str = typer.Option("spread", "--choose", help="Order of the clips: spread (round robin over predicted "
+                                 "classes and groups), uncertain (the same, least certain first) or random.",
+                                 metavar="spread|uncertain|random"),
+    limit: int = typer.Option(1000, "--limit", help="Clips chosen at most (the page serves these only).", metavar="N"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model to annotate a folder with.",
+                              metavar="NAME|DIR"),
+    jobs: int = typer.Option(-1, "--jobs", "-j", help="Worker processes for annotating a folder.", metavar="N"),
+    port: int = typer.Option(0, "--port", help="Port on 127.0.0.1 (0: a free one).", metavar="N"),
+    open_browser: bool = typer.Option(True, "--open/--no-open", help="Open the page in the browser."),
+) -> None:
+    """Label clips in the browser, chosen from what the model heard, for fine-tuning.
+
+    Keys on the page: a digit labels the clip, s skips it, u undoes, space plays it again.
+    Labels are saved as they are given; at the end the sercli train --init command is printed.
+    """
+    from .console import run_label
+
+    names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    raise typer.Exit(run_label(source=source, labels=labels, classes=names, per_class=per_class, by=by,
+                               strategy=strategy, limit=limit, model=model, jobs=jobs, port=port,
+                               open_browser=open_browser))
+
+
+@app.command()
 def evaluate(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Shipped model name or model directory.", metavar="NAME|DIR"),
     manifest: Path = typer.Option(..., help="Manifest CSV with path, emotion and a split column."),

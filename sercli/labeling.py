@@ -7,6 +7,7 @@ labelling; :class:`LabelBook` keeps the labels given so far in a manifest CSV th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +73,9 @@ def queue(table: pd.DataFrame, *, strategy: str = DEFAULT_STRATEGY, by: str | No
                              np.lexsort((tiebreak, key)))
     if limit is not None:
         order = order[:limit]
-    has_span = "start_s" in rows
-    return [Clip(id=i, path=str(rows.at[j, "path"]),
-                 start_s=float(rows.at[j, "start_s"]) if has_span else None,
-                 end_s=float(rows.at[j, "end_s"]) if has_span else None,
+    span = rows[["start_s", "end_s"]] if "start_s" in rows else pd.DataFrame(index=rows.index, columns=["start_s", "end_s"])
+    span = span.astype(object).where(span.notna(), None)
+    return [Clip(id=i, path=str(rows.at[j, "path"]), start_s=span.at[j, "start_s"], end_s=span.at[j, "end_s"],
                  predicted=str(rows.at[j, "emotion"]), confidence=float(top2[j, 1]),
                  group=str(groups.iat[j])) for i, j in enumerate(order)]
 
@@ -142,9 +142,10 @@ class LabelBook:
         """Record ``label`` for ``clip`` (``None``: skipped)."""
         if label is not None and label not in self.classes:
             raise ValueError(f"{label!r} is not one of the classes ({', '.join(self.classes)}).")
-        path = clip.path
         if clip.start_s is not None and label is not None:
-            path = str(self._cut(clip))
+            path = self._cut(clip).relative_to(self.path.parent).as_posix()
+        else:
+            path = os.path.abspath(clip.path)  # the manifest's own folder resolves relative paths
         self.rows.append({"path": path, "emotion": label or "", "source": clip.path,
                           "start_s": "" if clip.start_s is None else clip.start_s,
                           "end_s": "" if clip.end_s is None else clip.end_s, "predicted": clip.predicted})
@@ -176,3 +177,36 @@ class LabelBook:
 
 def _key(path: str, start_s) -> tuple:
     return (str(path), None if start_s in ("", None) or pd.isna(start_s) else round(float(start_s), 2))
+
+
+TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
+
+
+def emotion_table(source: str | Path, *, model: str | None = None, jobs: int = -1) -> pd.DataFrame:
+    """The emotion table to choose from: ``source`` read, when it is a table ``sercli annotate``
+    wrote (files or segments); else ``source`` (a folder or an audio file) annotated now,
+    with long files split into segments."""
+    from .models import DEFAULT_MODEL
+    from .pipeline import annotate
+    from .reports import read_results
+
+    if Path(source).suffix.lower() in TABLE_SUFFIXES and Path(source).is_file():
+        return read_results(source)
+    result = annotate(source, model=model or DEFAULT_MODEL, segments=True, jobs=jobs)
+    files = result.files
+    long = set(result.segments.groupby("path").size().loc[lambda n: n > 1].index)
+    segments = result.segments[result.segments["path"].isin(long)]
+    if not long:
+        return files
+    whole = files[~files["path"].isin(long)]  # a short file is one clip; a long one, its segments
+    return pd.concat([whole[segments.columns.drop(["start_s", "end_s"])], segments], ignore_index=True)
+
+
+def train_command(table: pd.DataFrame, labels: str | Path, *, out: str = "my-model") -> str:
+    """The ``sercli train --init`` command that fine-tunes the table's model on the labels."""
+    import shlex
+
+    from .models import DEFAULT_MODEL
+
+    base = str(table["model"].dropna().iloc[0]) if "model" in table and table["model"].notna().any() else DEFAULT_MODEL
+    return shlex.join(["sercli", "train", "--init", base, "--manifest", str(labels), "--out", out])

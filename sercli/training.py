@@ -90,7 +90,8 @@ def manifest_hash(df: pd.DataFrame) -> str:
     """SHA-256 of the manifest rows that matter (file name, label, split), order-independent."""
     cols = [c for c in df.columns if c not in ("path",)]
     names = df["path"].map(lambda p: Path(p).name)
-    text = "\n".join(sorted(names + "," + df[cols].astype(str).agg(",".join, axis=1)))
+    cells = df[cols].astype(object).where(df[cols].notna(), "nan").astype(str)  # as pandas 2 wrote missing cells
+    text = "\n".join(sorted(names + "," + cells.agg(",".join, axis=1)))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

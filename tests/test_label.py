@@ -1,0 +1,242 @@
+"""``sercli label``: the queue, the label book, the page (driven in headless Chromium by key
+presses) and its safety (token, loopback Host, chosen clips only)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from cdp import Browser
+from conftest import EXAMPLES, ROOT, run_cli, speech, start_cli, write
+
+from sercli.labeling import Clip, LabelBook, queue
+from sercli.label_server import LabelServer, LabelSession
+from sercli.reports import read_results
+
+#: The example clips' true classes, from CREMA-D's file names, in a user's own spelling.
+CODES = {"ANG": "angry", "DIS": "disgusted", "FEA": "afraid", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+CLASSES = list(CODES.values())
+#: Two classes of a user's own, so twelve clips are enough to fine-tune (six each).
+TENSE = {"ANG": "tense", "DIS": "tense", "FEA": "tense", "HAP": "calm", "NEU": "calm", "SAD": "calm"}
+
+
+def truth(name: str, mapping: dict = CODES) -> str:
+    return mapping[Path(name).stem.split("_")[2]]
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Path:
+    """The examples annotated by the default model, as a user's first step would write them."""
+    out = tmp_path_factory.mktemp("label") / "emotions.parquet"
+    res = run_cli("annotate", str(EXAMPLES), "-o", str(out), "--jobs", "1", "--quiet")
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def start_label(table: Path, labels: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """``sercli label`` running, and its page's URL (read from what it prints)."""
+    proc = start_cli(["label", str(table), "--labels", str(labels), "--no-open", *extra])
+    text = ""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        text += line
+        if m := re.search(r"http://127\.0\.0\.1:\d+/\S+/", text):
+            return proc, m.group(0)
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"sercli label printed no address: {text}")
+
+
+def post(url: str, route: str, body: dict) -> dict:
+    import urllib.request
+
+    req = urllib.request.Request(url + route, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_the_queue_visits_every_predicted_class_and_group_before_repeating_one(table):
+    df = read_results(table)
+    df["speaker"] = df["path"].map(lambda p: Path(p).stem[:4])
+    for strategy in ("spread", "uncertain"):
+        clips = queue(df, strategy=strategy, by="speaker")
+        assert sorted(c.path for c in clips) == sorted(df["path"])
+        predicted = df["emotion"].astype(str)
+        n = predicted.nunique()
+        assert {c.predicted for c in clips[:n]} == set(predicted)  # one of each predicted class first
+        first = [c for c in clips if c.predicted == clips[0].predicted]
+        if len(first) > 1 and df.loc[predicted.eq(clips[0].predicted), "speaker"].nunique() > 1:
+            assert first[0].group != first[1].group  # within a class, the groups take turns
+    uncertain = queue(df, strategy="uncertain")
+    by_class: dict[str, list[float]] = {}
+    for c in uncertain:
+        by_class.setdefault(c.predicted, []).append(c.confidence)
+    assert all(v == sorted(v) for v in by_class.values())  # least certain first within a class
+    assert queue(df, strategy="random", seed=1) != queue(df, strategy="random", seed=2)
+
+
+def test_a_labelled_segment_becomes_its_own_clip_and_undo_forgets_it(tmp_path):
+    long = write(tmp_path / "long.wav", speech(40.0), 16000)
+    book = LabelBook(tmp_path / "labels.csv", ["calm", "tense"])
+    book.add(Clip(0, str(long), 12.0, 15.5, "anger", 0.4, ""), "tense")
+    book.add(Clip(1, str(long), 20.0, 23.0, "anger", 0.4, ""), None)  # skipped: no clip written
+    rows = pd.read_csv(tmp_path / "labels.csv", keep_default_na=False)
+    assert list(rows["emotion"]) == ["tense", ""]
+    y, sr = sf.read(tmp_path / rows.loc[0, "path"])
+    assert sr == 16000 and len(y) == int(3.5 * sr)
+    assert np.allclose(y, speech(40.0)[12 * sr:int(15.5 * sr)], atol=1e-4)  # the same samples, 16-bit WAV
+    assert LabelBook(tmp_path / "labels.csv", ["calm", "tense"]).counts() == {"calm": 0, "tense": 1}
+    book.undo()
+    assert LabelBook(tmp_path / "labels.csv", ["calm", "tense"]).done() == {(str(long), 12.0)}
+
+
+def test_the_page_labels_by_key_presses_undoes_survives_a_reload_and_finishes(table, tmp_path):
+    labels = tmp_path / "labels.csv"
+    proc, url = start_label(table, labels, "--classes", ",".join(CLASSES), "--by", "folder")
+    browser = Browser(tmp_path / "profile")
+    try:
+        browser.send("Page.navigate", {"url": url})
+        name = "document.getElementById('name').textContent"
+        shown = lambda: browser.wait_for(f"{name}.endsWith('.wav') && {name}")  # noqa: E731
+        progress = "document.getElementById('progress').textContent"
+
+        def wait_labelled(n: int) -> None:
+            browser.wait_for(f"{progress}.startsWith('{n} labelled')")
+
+        first = shown()
+        wrong = CLASSES[(CLASSES.index(truth(first)) + 1) % len(CLASSES)]
+        browser.press(str(CLASSES.index(wrong) + 1))  # a slip of the finger ...
+        wait_labelled(1)
+        browser.press("u")  # ... undone
+        wait_labelled(0)
+        assert shown() == first
+        for n in range(11):
+            browser.press(str(CLASSES.index(truth(shown())) + 1))
+            wait_labelled(n + 1)
+        last = shown()
+        browser.press("s")  # skipped: the queue is empty now
+        browser.wait_for(f"{name} === 'No clips left in the queue.'")
+        browser.send("Page.reload")  # a reload shows where the labelling is
+        browser.wait_for(f"{name} === 'No clips left in the queue.' && {progress}.startsWith('11 labelled')")
+        browser.press("u")  # the skip undone, the clip comes back
+        assert shown() == last
+        browser.press(str(CLASSES.index(truth(last)) + 1))
+        wait_labelled(12)
+        assert "ready to fine-tune" not in browser.evaluate("document.getElementById('status').textContent")
+        assert browser.evaluate("document.querySelectorAll('#counts tr').length") == len(CLASSES)
+        browser.evaluate("document.getElementById('finish').click()")
+        out, err = proc.communicate(timeout=60)
+        assert browser.console_errors() == []
+    finally:
+        browser.close()
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Fine-tuning needs 5 clips per class" in err  # two of each: not enough, and it says so
+    rows = pd.read_csv(labels, keep_default_na=False)
+    assert len(rows) == 12 and rows["source"].is_unique
+    assert all(rows["emotion"] == rows["source"].map(truth))  # every label as pressed, none lost
+
+
+def test_an_interrupted_session_continues_and_its_labels_fine_tune_a_model(table, tmp_path):
+    labels = tmp_path / "labels.csv"
+    proc, url = start_label(table, labels, "--classes", "tense,calm", "--per-class", "6")
+    for _ in range(5):
+        clip = json.loads(urlopen(url + "state"))["clip"]
+        post(url, "label", {"id": clip["id"], "label": truth(clip["name"], TENSE)})
+    proc.send_signal(signal.SIGINT)  # Ctrl-C in the terminal
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert len(pd.read_csv(labels)) == 5
+
+    proc, url = start_label(table, labels, "--classes", "tense,calm", "--per-class", "6")
+    state = json.loads(urlopen(url + "state"))
+    assert state["labelled"] == 5 and state["remaining"] == 7
+    while state["clip"]:
+        state = post(url, "label", {"id": state["clip"]["id"], "label": truth(state["clip"]["name"], TENSE)})
+    assert state["ready"] and state["counts"] == {"tense": 6, "calm": 6}
+    post(url, "finish", {})
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    command = out.strip().split()
+    assert command[:4] == ["sercli", "train", "--init", "whisper-base"]
+    model = tmp_path / "tuned"
+    res = run_cli(*command[1:-1], str(model), "--jobs", "1", cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((model / "card.json").read_text())["classes"] == ["calm", "tense"]
+
+
+def urlopen(url: str, host: str | None = None, method: str = "GET", body: bytes | None = None,
+            headers: dict | None = None) -> bytes:
+    """The body of a response (``http.client``: ``Host`` is ours to set); raises on an error status."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn.putrequest(method, parts.path, skip_host=True)
+    conn.putheader("Host", parts.netloc if host is None else host)
+    for k, v in (headers or {}).items():
+        conn.putheader(k, v)
+    conn.putheader("Content-Length", str(len(body or b"")))
+    conn.endheaders(body)
+    r = conn.getresponse()
+    data = r.read()
+    if r.status != 200:
+        raise PermissionError(r.status)
+    return data
+
+
+def test_the_server_refuses_other_hosts_wrong_tokens_and_clips_it_did_not_choose(table, tmp_path):
+    df = read_results(table)
+    clips = queue(df, limit=3)
+    session = LabelSession(clips, LabelBook(tmp_path / "labels.csv", CLASSES), target=10, minimum=5, command="")
+    server = LabelServer(session)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = server.url
+    port = server.server_address[1]
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+        assert url.startswith(f"http://127.0.0.1:{port}/") and len(server.token) >= 20
+        assert sf.info(__import__("io").BytesIO(urlopen(url + "clip/0.wav"))).frames > 0  # a chosen clip plays
+        root = f"http://127.0.0.1:{port}/"
+        refused = {
+            "no token": root,
+            "wrong token": root + "x" * len(server.token) + "/state",
+            "token as a query": root + f"state?token={server.token}",
+            "a clip not chosen": url + "clip/3.wav",
+            "a negative clip": url + "clip/-1.wav",
+            "a file path": url + "clip/" + str(EXAMPLES / "1006_IEO_ANG_HI.wav"),
+            "a path outside": url + "../../../etc/passwd",
+            "an encoded path outside": url + "clip/%2e%2e/%2e%2e/etc/passwd",
+            "an unknown page": url + "labels.csv",
+        }
+        for what, bad in refused.items():
+            with pytest.raises(PermissionError) as e:
+                urlopen(bad)
+            assert e.value.args[0] in (403, 404), what
+        for host in ("evil.example", f"evil.example:{port}", f"192.168.1.2:{port}", ""):
+            with pytest.raises(PermissionError, match="403"):
+                urlopen(url + "state", host=host)  # DNS rebinding: another name for this address
+        assert json.loads(urlopen(url + "state", host=f"localhost:{port}"))["remaining"] == 3
+        with pytest.raises(PermissionError, match="415"):  # a form post from another site is not JSON
+            urlopen(url + "label", method="POST", body=b"id=0&label=angry",
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+        with pytest.raises(PermissionError, match="400"):
+            urlopen(url + "label", method="POST", body=b'{"id": 0, "label": "../../x"}',
+                    headers={"Content-Type": "application/json"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not (tmp_path / "labels.csv").exists()  # nothing refused was written
