@@ -54,15 +54,15 @@ def aligned(mel: np.ndarray, source: tuple, target: tuple | None, var: bool) -> 
 
 
 def file_probs(model, temperature: float, items: list, params, stats: list, source, var: bool) -> np.ndarray:
-    from sercli import features as F
+    from sercli import windowing as W
     from sercli.models import softmax
-    from sercli.pipeline import aggregate
+    from sercli.results import aggregate
 
     wins = []
     for e, target in zip(items, stats):
         mel = aligned(e[0][0].astype(np.float32), source, target, var)
         level = e[0][1].astype(np.float32)
-        wins.append(F.windows_from_log_mel(mel, level, params, duration_s=len(level) * params.hop_length
+        wins.append(W.windows_from_log_mel(mel, level, params, duration_s=len(level) * params.hop_length
                                            / params.sample_rate))
     logits = model.predict(np.concatenate([w.x for w in wins]), batch_size=256, verbose=0)
     out, i = [], 0

@@ -99,22 +99,21 @@ def cold_run(folder: Path, jobs: int, model: str, out: Path) -> dict:
 
 def steady_run(folder: Path, jobs: int, model: str, out: Path, executor_factory=None) -> dict:
     """In-process run on warm workers (spawned, imports done, model loaded by a first small run)."""
-    from sercli.batch import annotate_to_file, plan_output, run_metadata
+    from sercli.batch import annotate_to_file, plan_output
     from sercli.discovery import discover
-    from sercli.models import load_model
-    from sercli.pipeline import Options, local_executor
+    from sercli.pipeline import Job
+    from sercli.workers import local_executor
 
     factory = executor_factory or (lambda: local_executor(jobs))
-    mdl = load_model(model)
-    options = Options.for_model(model, mdl)
+    job = Job.create(model, adapt="none")  # steady state: no adaptation pass
     t0 = time.perf_counter()
     paths = discover([folder])
     t_discover = time.perf_counter() - t0
     # warm the pool: workers spawned, imports and the model loaded
-    plan = plan_output(out, run_metadata(mdl, options), overwrite=True)
-    annotate_to_file((paths * 2)[: 64 * jobs], options, plan=plan, executor_factory=factory)
+    plan = plan_output(out, job.metadata(), overwrite=True)
+    annotate_to_file((paths * 2)[: 64 * jobs], job, plan=plan, executor_factory=factory)
     t0 = time.perf_counter()
-    stats = annotate_to_file(paths, options, plan=plan, executor_factory=factory)
+    stats = annotate_to_file(paths, job, plan=plan, executor_factory=factory)
     wall = time.perf_counter() - t0
     return {
         "files": len(paths), "wall_s": wall,

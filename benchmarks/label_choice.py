@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import MANIFEST, ROOT, halves, score  # noqa: E402
+from learning_curve import MANIFEST, ROOT, corpus_cells, halves, score  # noqa: E402
 
 
 def simulate(order: list, truth: dict[str, str], classes: list[str], k: int) -> tuple[pd.DataFrame, int]:
@@ -113,10 +113,7 @@ def table_of(runs: list[dict]) -> str:
     lines = ["| k | choice | " + " | ".join(corpora) + " | mean UAR | clips listened | labels |",
              "|---" * (len(corpora) + 5) + "|"]
     for (k, strategy), g in df.groupby(["k", "strategy"]):
-        cells = []
-        for c in corpora:
-            u = g[g["corpus"].eq(c)]["uar"]
-            cells.append(f"{u.mean():.3f} ± {u.std(ddof=0):.3f}" if len(u) else "—")
+        cells = corpus_cells(g, corpora)
         per_draw = g.groupby("draw")["uar"].mean()
         lines.append(f"| {k} | {strategy} | " + " | ".join(cells)
                      + f" | {per_draw.mean():.3f} ± {per_draw.std(ddof=0):.3f}"

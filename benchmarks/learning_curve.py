@@ -135,16 +135,22 @@ def table(runs: list[dict]) -> str:
     lines = ["| k per class | " + " | ".join(corpora) + " | mean UAR | mean gain | fine-tuning wall time |",
              "|---" * (len(corpora) + 4) + "|"]
     for k, g in df.groupby("k"):
-        cells = []
-        for c in corpora:
-            u = g[g["corpus"].eq(c)]["uar"]
-            cells.append(f"{u.mean():.3f} ± {u.std(ddof=0):.3f}" if len(u) else "—")
+        cells = corpus_cells(g, corpora)
         per_draw = g.groupby("draw")[["uar", "gain"]].mean()  # mean over corpora, per draw
         wall = f"{g['wall_s'].mean():.0f} s (max {g['wall_s'].max():.0f})" if k else "—"
         lines.append(f"| {'zero-shot' if k == 0 else k} | " + " | ".join(cells)
                      + f" | {per_draw['uar'].mean():.3f} ± {per_draw['uar'].std(ddof=0):.3f}"
                      + f" | {per_draw['gain'].mean():+.3f} | {wall} |")
     return "\n".join(lines)
+
+
+def corpus_cells(runs: pd.DataFrame, corpora: list[str]) -> list[str]:
+    """Per corpus, "mean ± sd" of the runs' UAR over draws ("—" for a corpus without runs)."""
+    cells = []
+    for c in corpora:
+        u = runs[runs["corpus"].eq(c)]["uar"]
+        cells.append(f"{u.mean():.3f} ± {u.std(ddof=0):.3f}" if len(u) else "—")
+    return cells
 
 
 if __name__ == "__main__":

@@ -5,9 +5,13 @@ corpus is annotated with the model's temperature multiplied by each factor in ``
 and ECE is computed. The factor is then chosen honestly: for each held-out corpus, the factor
 that minimises the mean ECE on the *other* held-out corpora (leave-one-corpus-out over the
 calibration itself). With ``--in-domain MODEL``, the same factors are applied to that model on
-its speaker-independent test split, to show what they cost in-domain. Usage:
+its speaker-independent test split, to show what they cost in-domain. ``--record MODEL_DIR``
+writes the factor with the lowest mean held-out ECE into that model's card (``calibration``:
+the factor, how it was chosen, this command), so no card holds a factor typed by hand;
+``--results FILE`` records from a saved run instead of measuring again. Usage:
 
-    python benchmarks/loco_calibration.py --arm dyn --seeds 0 1 --in-domain mfcc-cnn
+    python benchmarks/loco_calibration.py --arm dyn --seeds 0 1 --in-domain mfcc-cnn --record models/mfcc-cnn
+    python benchmarks/loco_calibration.py --results benchmarks/loco_calibration.json --record models/mfcc-cnn
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -47,8 +52,16 @@ def main() -> None:
     ap.add_argument("--scales", nargs="+", type=float, default=[1.0, 1.25, 1.5, 2.0, 2.5, 3.0])
     ap.add_argument("--in-domain", help="also apply the factors to this model on the split test rows")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "loco_calibration.json")
+    ap.add_argument("--results", type=Path, help="a saved run (its --out) to record from, instead of measuring")
+    ap.add_argument("--record", type=Path, help="write the chosen factor into this model directory's card")
     args = ap.parse_args()
+    summary = json.loads(args.results.read_text()) if args.results else measure(args)
+    if args.record:
+        record(summary, args.record, "python " + " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]))
 
+
+def measure(args: argparse.Namespace) -> dict:
+    """ECE of every LOCO model at every factor (and of ``--in-domain``); the summary, also saved to ``--out``."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -80,6 +93,31 @@ def main() -> None:
     args.out.write_text(json.dumps(summary, indent=1))
     print(loco.round(3).to_string())
     print(json.dumps({k: v for k, v in summary.items() if k not in ("runs", "ece_by_scale")}, indent=1))
+    return summary
+
+
+def record(summary: dict, model_dir: Path, command: str) -> None:
+    """The factor with the lowest mean held-out ECE, into ``model_dir``'s card (``calibration``)."""
+    from sercli.models import write_card
+
+    loco = pd.DataFrame(summary["ece_by_scale"])  # rows: held-out corpora; columns: factors
+    mean = loco.mean()
+    best = mean.idxmin()
+    chosen = summary["chosen_scale_without_the_corpus"]
+    held = summary["held_out_ece_at_chosen_scale"]
+    how = (f"the factor that minimised the mean ECE of this recipe's leave-one-corpus-out models over the "
+           f"held-out corpora ({', '.join(loco.index)}): mean ECE {mean[best]:.3f} at {float(best):g}, "
+           f"{mean.get('1.0', float('nan')):.3f} unscaled; chosen for each held-out corpus from the others it is "
+           + " / ".join(f"{chosen[c]:g}" for c in loco.index) + ", held-out ECE "
+           + " / ".join(f"{held[c]:.3f}" for c in loco.index) + f" (mean {summary['mean_held_out_ece']:.3f})")
+    card = json.loads((model_dir / "card.json").read_text())
+    old = card.get("calibration") or {}
+    measured_by = old.get("measured_by") or old.get("command") if "--results" in command else command
+    card["calibration"] = {"off_domain_scale": float(best), "how": how, "command": command,
+                           "measured_by": measured_by,
+                           "ece_by_scale": {k: round(float(v), 4) for k, v in mean.items()}}
+    write_card(model_dir, card)
+    print(f"recorded off-domain scale {float(best):g} in {model_dir / 'card.json'}")
 
 
 if __name__ == "__main__":

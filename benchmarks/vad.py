@@ -53,7 +53,8 @@ def _gap(kind: str, seconds: float, rng: np.random.Generator) -> np.ndarray:
 
 def build(n_clips: int, seed: int = 0) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """A long signal and its true speech regions (the clips' loud parts)."""
-    from sercli.features import FeatureParams, frame_db, trim_bounds
+    from sercli.features import FeatureParams, frame_db
+    from sercli.windowing import trim_bounds
 
     rng = np.random.default_rng(seed)
     params = FeatureParams(trim_db=35.0)

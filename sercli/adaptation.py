@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 from .features import FeatureParams, frame_db, log_mel
+from .models import ADAPTATION_KEY as CARD_KEY
+from .workers import local_executor
 
 if TYPE_CHECKING:
     from .models import Model
@@ -46,8 +48,6 @@ MIN_FILES = 20
 #: protocol needed up to 15 dB; a band the corpus's channel cuts off (a telephone line above
 #: 3.4 kHz) asks for 35 dB, which would lift noise, not speech.
 MAX_SHIFT_DB = 20.0
-#: Card key of the reference envelope.
-CARD_KEY = "adaptation"
 
 
 @dataclass
@@ -123,7 +123,6 @@ def measure_envelope(paths: Sequence[str | Path], params: FeatureParams, *, jobs
     """The envelope of up to :data:`SAMPLE_FILES` of ``paths`` (a fixed random sample of more),
     measured in the annotate worker pool of ``jobs`` processes; unreadable and silent files
     are left out."""
-    from .pipeline import local_executor
 
     paths = _sample(paths, seed)
     total = Envelope.empty(params.n_mels)
@@ -185,7 +184,7 @@ def _first_block(path: str, params: FeatureParams) -> np.ndarray | None:
 
 def _file_embedding_sums(path: str, model_path: str) -> tuple[np.ndarray, np.ndarray, int] | None:
     """Sum and sum of squares of the embeddings of a file's windows with speech, and their count."""
-    from .features import windows
+    from .windowing import windows
     from .models import worker_model
 
     model = worker_model(model_path)
@@ -201,7 +200,6 @@ def embedding_stats(paths: Sequence[str | Path], model: "Model", *, jobs: int = 
     """The mean and standard deviation of an encoder model's window embeddings over up to
     :data:`SAMPLE_FILES` of ``paths`` (windows with speech, the first :data:`SAMPLE_SECONDS` of
     each file), concatenated ``(2 dim,)``, and the number of files measured."""
-    from .pipeline import local_executor
 
     paths = _sample(paths)
     total, squares, n, files = 0.0, 0.0, 0, 0

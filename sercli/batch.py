@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pandas as pd
 
-from . import __version__
 from .discovery import display_path
-from .models import Model
 from .output import (CsvStream, Journal, OutputError, check_location, read_table, table_metadata, typed_frame,
                      write_atomic)
-from .pipeline import ChunkResult, Options, RunAborted, iter_chunks, table_columns
+from .scheduling import RunAborted
+from .results import ChunkResult
+from .tables import table_columns
 
-__all__ = ["OutputPlan", "RUN_KEY", "RunStats", "annotate_to_file", "plan_output", "run_metadata"]
+if TYPE_CHECKING:
+    from .pipeline import Job
+
+__all__ = ["OutputPlan", "RUN_KEY", "RunStats", "annotate_to_file", "plan_output"]
 
 @dataclass
 class RunStats:
@@ -65,31 +67,6 @@ RUN_KEY = {
 }
 _KEY_DEFAULTS = {"segments": None, "windows": None, "vad": "auto", "calibration": "in-domain", "adapt": "none",
                  "include": [], "exclude": []}
-
-
-def run_metadata(model: Model, options: Options, *, tables: dict[str, Path] | None = None,
-                 include: Iterable[str] = (), exclude: Iterable[str] = ()) -> dict:
-    """Provenance stored with the table (Parquet schema metadata, the journal header).
-
-    The :data:`RUN_KEY` fields define the rows; the rest (version, time) only describe them.
-    """
-    return {
-        "sercli_version": __version__,
-        "model": model.name,
-        "model_sha256": model.identity,
-        "classes": list(model.classes),
-        "feature_params": model.params.to_dict(),
-        "hop_s": options.hop_s,
-        "vad": options.vad,
-        "calibration": options.calibration,
-        "temperature": model.temperature,
-        "adapt": options.adapt,
-        "shift": list(options.shift) if options.shift is not None else None,
-        **{name: str(Path(path).resolve()) for name, path in (tables or {}).items()},
-        "include": sorted(include),
-        "exclude": sorted(exclude),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def _same_run(name: str, old: dict, new: dict) -> None:
@@ -213,13 +190,14 @@ def _journal_frames(journal: Journal, columns: list[str], keep: Callable[[pd.Dat
 
 def annotate_to_file(
     paths: list[str],
-    options: Options,
+    job: Job,
     *,
     plan: OutputPlan | None,
     executor_factory: Callable,
     on_chunk: Callable[[ChunkResult, RunStats], None] | None = None,
 ) -> RunStats:
-    """Annotate ``paths`` as :func:`plan_output` decided (``plan=None``: CSV rows on stdout).
+    """Annotate ``paths`` as :func:`plan_output` decided (``plan=None``: CSV rows on stdout): the
+    rows of ``job.chunks`` (the generator :func:`sercli.annotate` collects), written as they come.
 
     Rows go to a journal as they arrive; the final table replaces the output atomically
     once all files are done. A KeyboardInterrupt stops the run and keeps the journal
@@ -228,9 +206,9 @@ def annotate_to_file(
     stats = RunStats(total=len(paths))
     t0 = time.perf_counter()
     if plan is None:
-        stream = CsvStream(table_columns(options.classes)["files"])
+        stream = CsvStream(table_columns(job.options.classes)["files"])
         try:
-            for res in iter_chunks(paths, options, executor_factory=executor_factory):
+            for res in job.chunks(paths, executor_factory):
                 stream.append(res.rows)
                 stats.add(res)
                 if on_chunk:
@@ -252,7 +230,7 @@ def annotate_to_file(
     todo = [p for p in paths if display_path(p) not in done]
     stats.resumed = len(paths) - len(todo)
     try:
-        for res in iter_chunks(todo, options, executor_factory=executor_factory):
+        for res in job.chunks(todo, executor_factory):
             t_write = time.perf_counter()
             for name, side in sides.items():  # before the file rows: a kill in between re-runs the files
                 side.append(getattr(res, name))

@@ -34,6 +34,8 @@ def _flags_without_type() -> None:
 
 _flags_without_type()
 
+__all__ = ["app"]
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -98,7 +100,7 @@ def annotate(
     2 unusable arguments, 3 the Dask scheduler went away (resume with --resume),
     130 interrupted (resume with --resume).
     """
-    from .console import run_annotate
+    from .console.annotate import run_annotate
 
     try:
         code = run_annotate(inputs=inputs, model=model, output=output, segments=segments, windows=windows, vad=vad,
@@ -119,7 +121,7 @@ app.add_typer(models_app, name="models")
 def models_list(ctx: typer.Context) -> None:
     """List the shipped models with their headline numbers."""
     if ctx.invoked_subcommand is None:
-        from .console import print_models
+        from .console.models import print_models
 
         print_models()
 
@@ -127,7 +129,7 @@ def models_list(ctx: typer.Context) -> None:
 @models_app.command("show")
 def models_show(name: str = typer.Argument(..., help="Model name or directory.")) -> None:
     """Print a model's card."""
-    from .console import print_card
+    from .console.models import print_card
 
     raise typer.Exit(print_card(name))
 
@@ -142,7 +144,7 @@ def summarize(
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the per-group table as CSV here.", metavar="FILE"),
 ) -> None:
     """Corpus statistics of an emotion table: per emotion, per group, confidence, agreement."""
-    from .console import run_summarize
+    from .console.reports import run_summarize
 
     raise typer.Exit(run_summarize(results=results, by=by, truth=truth, html_out=html_out, json_out=json_out,
                                    csv_out=csv_out))
@@ -163,6 +165,8 @@ def label(
                                  "classes and groups), uncertain (the same, least certain first) or random.",
                                  metavar="spread|uncertain|random"),
     limit: int = typer.Option(1000, "--limit", help="Clips chosen at most (the page serves these only).", metavar="N"),
+    not_in: List[Path] = typer.Option([], "--not-in", help="Leave out the clips of this label file (e.g. the "
+                                      "training labels, when labelling a test set); repeatable.", metavar="FILE"),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model to annotate a folder with.",
                               metavar="NAME|DIR"),
     jobs: int = typer.Option(-1, "--jobs", "-j", help="Worker processes for annotating a folder.", metavar="N"),
@@ -174,11 +178,11 @@ def label(
     Keys on the page: a digit labels the clip, s skips it, u undoes, space plays it again.
     Labels are saved as they are given; at the end the sercli train --init command is printed.
     """
-    from .console import run_label
+    from .console.label import run_label
 
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     raise typer.Exit(run_label(source=source, labels=labels, classes=names, per_class=per_class, by=by,
-                               strategy=strategy, limit=limit, model=model, jobs=jobs, port=port,
+                               strategy=strategy, limit=limit, not_in=not_in, model=model, jobs=jobs, port=port,
                                open_browser=open_browser))
 
 
@@ -203,7 +207,7 @@ def evaluate(
                               metavar="auto|none|corpus"),
 ) -> None:
     """Accuracy, UAR, macro-F1, per-class and per-corpus tables and ECE on a manifest split."""
-    from .console import run_evaluate
+    from .console.reports import run_evaluate
 
     raise typer.Exit(run_evaluate(model=model, manifest=manifest, split=split, split_column=split_column,
                                   json_out=json_out, plot=plot, record=record, jobs=jobs, calibration=calibration,
@@ -338,12 +342,12 @@ def train(
             base = load_model(init)
         except ModelNotFound as exc:
             _fail(str(exc))
-    from .console import run_train, run_train_encoder
+    from .console.train import run_train, run_train_encoder
     from .training import FINE_TUNING, TrainOptions
 
     command = "sercli " + shlex.join(sys.argv[1:])
     if (base is not None and base.head is not None) or (base is None and arch in encoders):
-        from .encoder_training import EncoderOptions
+        from .training import EncoderOptions
 
         if head not in ("linear", "mlp") or norm not in ("corpus", "none"):
             _fail("--head must be linear or mlp, and --norm corpus or none.")

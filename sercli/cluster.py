@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from .pipeline import _worker_env
+from .workers import worker_env
 
 __all__ = ["dask_executor_factory"]
 
@@ -36,7 +36,7 @@ class _DaskExecutors:
                 raise ValueError(f"cannot reach the Dask scheduler at {scheduler}.") from None
         else:
             self._cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                                         dashboard_address=None, env=_worker_env())
+                                         dashboard_address=None, env=worker_env())
             self._client = Client(self._cluster)
 
     def __call__(self):

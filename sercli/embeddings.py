@@ -1,7 +1,7 @@
 """Pooled Whisper-encoder embeddings of a manifest's clips, cached once per encoder size.
 
 Training an emotion head on a frozen encoder then takes seconds: every clip is decoded and cut
-into windows by the same code as ``annotate`` (:func:`sercli.features.windows` with
+into windows by the same code as ``annotate`` (:func:`sercli.windowing.windows` with
 :func:`sercli.features.whisper_params`), each window goes through the encoder once, and the
 mean and standard deviation over its 150 steps of *every* block's output (after Whisper's final
 layer norm) are stored, so a head can be trained on any depth. Development and training only
@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from . import features as F
+
+from . import windowing as W
 from .audio import decode
 
 __all__ = ["EmbeddingCache", "cache_embeddings", "clip_windows", "load_cache", "pool"]
@@ -43,7 +45,7 @@ class EmbeddingCache:
     silent: np.ndarray
 
 
-def clip_windows(path: str, params: F.FeatureParams) -> F.Windows | str:
+def clip_windows(path: str, params: F.FeatureParams) -> W.Windows | str:
     """A clip's windows as annotate cuts them, or why it is left out (one sentence)."""
     try:
         audio = decode(path, sample_rate=params.sample_rate)
@@ -51,10 +53,10 @@ def clip_windows(path: str, params: F.FeatureParams) -> F.Windows | str:
         return str(exc)
     if len(audio.samples) < params.min_samples:
         return "shorter than 0.25 s"
-    return F.windows(audio.samples, params)
+    return W.windows(audio.samples, params)
 
 
-def _windows_of(path: str, params: F.FeatureParams) -> F.Windows | None:
+def _windows_of(path: str, params: F.FeatureParams) -> W.Windows | None:
     w = clip_windows(path, params)
     if isinstance(w, str):  # reported; the clip is left out
         log.warning("skipped %s: %s", path, w)

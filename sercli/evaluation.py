@@ -58,6 +58,10 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
     window probabilities are re-tempered, :func:`_recalibrated`).
     ``adapt="corpus"`` adapts to the evaluated rows as annotate does to its inputs: under
     ``loco:CORPUS``, the held-out corpus is the user's corpus.
+
+    Raises ``ValueError`` (no rows in the split, an unusable manifest or option),
+    :class:`~sercli.models.ModelNotFound` and :class:`~sercli.adaptation.TooFewFiles`, as
+    :func:`~sercli.pipeline.annotate` does.
     """
     df = read_manifest(manifest)
     rows = df[(split_labels(df, split_column) == split) & df["emotion"].notna()]
@@ -103,7 +107,7 @@ def _recalibrated(windows: pd.DataFrame, ratio: float, truth: pd.DataFrame) -> p
     same run's window probabilities: ``softmax(log p * ratio)`` (``ratio``: old temperature / new)
     per window, then annotate's duration-weighted mean per file. No second classification."""
     from .models import softmax
-    from .pipeline import aggregate
+    from .results import aggregate
 
     cols = [c for c in windows.columns if c.startswith("prob_")]
     probs = softmax(np.log(np.maximum(windows[cols].to_numpy(dtype=float), 1e-300)) * ratio)

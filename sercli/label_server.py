@@ -88,7 +88,8 @@ def _describe(clip: Clip) -> dict:
 
 @lru_cache(maxsize=8)
 def _clip_audio(path: str, start_s: float | None, end_s: float | None) -> tuple[bytes, list[float]]:
-    """The clip as 16 kHz WAV bytes and its waveform: :data:`PEAKS` (min, max) pairs, flattened."""
+    """The clip as 16 kHz WAV bytes and its waveform: :data:`PEAKS` (min, max) pairs, flattened,
+    scaled so that the loudest sample is 1 (a quiet clip is drawn as large as a loud one)."""
     import soundfile
 
     from .audio import read_span
@@ -98,7 +99,7 @@ def _clip_audio(path: str, start_s: float | None, end_s: float | None) -> tuple[
     soundfile.write(buf, y, sr, format="WAV", subtype="PCM_16")
     if len(y) == 0:
         return buf.getvalue(), []
-    parts = np.array_split(y, min(PEAKS, len(y)))
+    parts = np.array_split(y / max(float(np.abs(y).max()), 1e-6), min(PEAKS, len(y)))
     peaks = [round(float(v), 3) for p in parts for v in (p.min(), p.max())]
     return buf.getvalue(), peaks
 
@@ -157,8 +158,10 @@ class _Handler(BaseHTTPRequestHandler):
                 session.label(int(body["id"]), None if label is None else str(label))
             elif route == "undo":
                 session.undo()
-            elif route == "finish":
+            elif route == "finish":  # answered first: the command stops serving once the event is set
+                self._json(session.state())
                 session.finished.set()
+                return
             else:
                 return self._refuse(HTTPStatus.NOT_FOUND, "no such action")
         except (ValueError, KeyError, TypeError) as exc:

@@ -41,12 +41,14 @@ class Clip:
 
 
 def queue(table: pd.DataFrame, *, strategy: str = DEFAULT_STRATEGY, by: str | None = None, limit: int | None = None,
-          seed: int = 0) -> list[Clip]:
+          exclude: Iterable[tuple] = (), seed: int = 0) -> list[Clip]:
     """The rows of ``table`` (``files`` or ``segments`` of :func:`sercli.annotate`) in the order
     they should be labelled (:data:`STRATEGIES`); failed files are left out.
 
     ``by`` groups rows as ``sercli summarize --by`` does (``folder``, ``depth:N``, a column or a
-    regex), so the queue visits every group (speaker, recording, channel) early.
+    regex), so the queue visits every group (speaker, recording, channel) early. ``exclude``:
+    clips to leave out (:meth:`LabelBook.done` of another label file, e.g. the training labels
+    when choosing a test set). Raises ``ValueError`` for an unknown strategy or ``by``.
 
     >>> t = pd.DataFrame({"path": ["a.wav", "b.wav", "c.wav", "d.wav"], "status": "ok",
     ...                   "emotion": ["anger", "anger", "anger", "sadness"],
@@ -71,10 +73,13 @@ def queue(table: pd.DataFrame, *, strategy: str = DEFAULT_STRATEGY, by: str | No
         key = margin if strategy == "uncertain" else tiebreak
         order = _round_robin(rows["emotion"].astype(str).to_numpy(), groups.astype(str).to_numpy(),
                              np.lexsort((tiebreak, key)))
-    if limit is not None:
-        order = order[:limit]
     span = rows[["start_s", "end_s"]] if "start_s" in rows else pd.DataFrame(index=rows.index, columns=["start_s", "end_s"])
     span = span.astype(object).where(span.notna(), None)
+    excluded = set(exclude)
+    if excluded:
+        order = [j for j in order if _key(rows.at[j, "path"], span.at[j, "start_s"]) not in excluded]
+    if limit is not None:
+        order = order[:limit]
     return [Clip(id=i, path=str(rows.at[j, "path"]), start_s=span.at[j, "start_s"], end_s=span.at[j, "end_s"],
                  predicted=str(rows.at[j, "emotion"]), confidence=float(top2[j, 1]),
                  group=str(groups.iat[j])) for i, j in enumerate(order)]

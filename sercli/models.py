@@ -23,11 +23,13 @@ from typing import Iterator
 import numpy as np
 
 from . import DEFAULT_MODEL, EMOTIONS
-from .adaptation import CARD_KEY as ADAPTATION_KEY
 from .features import FeatureParams
 from .heads import HEAD_FILE, Head
 
 __all__ = ["CALIBRATIONS", "Model", "ModelMismatch", "ModelNotFound", "available_models", "load_model", "models_dir", "softmax"]
+
+#: Card key of what ``--adapt corpus`` needs from the training data (:mod:`sercli.adaptation`).
+ADAPTATION_KEY = "adaptation"
 
 KERAS_FILE = "model.keras"
 MODEL_FILE = "model.tflite"
@@ -189,7 +191,11 @@ class Model:
 
 def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, calibration: str = CALIBRATIONS[0]) -> Model:
     """Load a shipped model by name (``mfcc-cnn``) or a model directory by path, with its
-    probabilities calibrated for ``calibration`` (:data:`CALIBRATIONS`)."""
+    probabilities calibrated for ``calibration`` (:data:`CALIBRATIONS`).
+
+    Raises :class:`ModelNotFound` (no such model) and ``ValueError`` (unknown calibration),
+    each with a one-sentence message.
+    """
     if calibration not in CALIBRATIONS:
         raise ValueError(f"calibration must be {' or '.join(CALIBRATIONS)}, not {calibration!r}.")
     path = Path(name_or_path)

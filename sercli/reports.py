@@ -33,7 +33,8 @@ def read_results(path: str | Path) -> pd.DataFrame:
     """Read an ``annotate`` table (Parquet/CSV/JSONL, file- or segment-level).
 
     ``emotion`` becomes an ordered categorical over the model's classes (:func:`classes_of`);
-    Parquet metadata (model, version, date) is in ``df.attrs``.
+    Parquet metadata (model, version, date) is in ``df.attrs``. Raises
+    :class:`~sercli.output.OutputError` for a format it cannot read, ``OSError`` for a missing file.
     """
     from .output import read_table
 
@@ -110,7 +111,8 @@ def summarize(df: pd.DataFrame, *, by: str | None = None, classes: Iterable[str]
     ``low_confidence_share`` (ok rows under :data:`LOW_CONFIDENCE`), ``dominant``, then
     per class ``n_<class>`` (files), ``share_<class>`` (of ok files) and
     ``duration_share_<class>`` (of ok audio). ``classes``: the model's (default
-    :func:`classes_of` the table); they are in ``.attrs["classes"]``.
+    :func:`classes_of` the table); they are in ``.attrs["classes"]``. Raises ``ValueError``
+    for a ``by`` that is neither ``folder``, ``depth:N``, a column nor a regex with a group.
     """
     classes = list(classes) if classes is not None else classes_of(df)
     keys = pd.Series("all", index=df.index) if by is None else group_keys(df["path"].astype(str), by, df)

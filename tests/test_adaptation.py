@@ -14,9 +14,10 @@ import pytest
 import sercli
 from conftest import example_files, run_cli, write
 from sercli.adaptation import MIN_FILES, Envelope, measure_envelope
-from sercli.features import FeatureParams, WindowStream, concat_windows, frame_db, log_mel, windows_from_log_mel
+from sercli.features import FeatureParams, frame_db, log_mel
+from sercli.windowing import WindowStream, concat_windows, windows_from_log_mel
 from sercli.models import load_model
-from sercli.pipeline import PROB_COLUMNS
+from sercli.tables import PROB_COLUMNS
 
 
 def _corpus(root: Path, channel: np.ndarray | None = None) -> Path:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, EXAMPLES, example_files, run_cli, speech, write
-from sercli.pipeline import COLUMNS, PROB_COLUMNS
+from sercli.tables import COLUMNS, PROB_COLUMNS
 
 EMOTIONS = {"anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"}
 

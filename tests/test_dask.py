@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import SEGFAULT_HOOK, python_hook, run_cli, speech, write
-from sercli.pipeline import PROB_COLUMNS
+from sercli.tables import PROB_COLUMNS
 
 distributed = pytest.importorskip("distributed")
 
@@ -81,7 +81,7 @@ def stock_cluster(tmp_path_factory):
     log = tmp_path_factory.mktemp("chunk-log")
     hook = python_hook(tmp_path_factory.mktemp("hook"),
         "import os, time, uuid\n"
-        "import sercli.pipeline as p\n"
+        "import sercli.stream as p\n"
         "_orig = p.annotate_chunk\n"
         "def annotate_chunk(paths, options):\n"
         "    if not any('/slow/' in x for x in paths):\n"

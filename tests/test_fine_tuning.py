@@ -158,7 +158,7 @@ def test_manifest_warns_about_classes_under_the_fine_tuning_minimum(tmp_path):
 
 def test_a_replaced_head_keeps_the_weights_of_the_classes_it_shares_with_the_base():
     from sercli.models import load_model
-    from sercli.training import TrainOptions, _initial_model
+    from sercli.training.loop import TrainOptions, _initial_model
 
     base = load_model("mfcc-cnn")
     new = _initial_model(TrainOptions(init="mfcc-cnn"), base.params, ["anger", "calm"], base)

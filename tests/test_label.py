@@ -86,6 +86,9 @@ def test_the_queue_visits_every_predicted_class_and_group_before_repeating_one(t
         by_class.setdefault(c.predicted, []).append(c.confidence)
     assert all(v == sorted(v) for v in by_class.values())  # least certain first within a class
     assert queue(df, strategy="random", seed=1) != queue(df, strategy="random", seed=2)
+    first = queue(df)[0]
+    rest = queue(df, exclude={(first.path, None)})  # e.g. the training labels, when choosing a test set
+    assert [c.id for c in rest] == list(range(len(df) - 1)) and first.path not in {c.path for c in rest}
 
 
 def test_a_labelled_segment_becomes_its_own_clip_and_undo_forgets_it(tmp_path):

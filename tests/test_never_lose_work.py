@@ -104,7 +104,7 @@ def test_an_error_after_decoding_gives_that_file_an_error_row_and_the_run_goes_o
     """Feature extraction raising on one file (a bug, a MemoryError) must not end the run."""
     poison_len = 16000 + 1234  # the poisoned file is recognised by its length
     env = python_hook(tmp_path / "hook",
-        "import sercli.features as f\n"
+        "import sercli.windowing as f\n"
         "_orig = f.WindowStream.finish\n"
         "def finish(self):\n"
         f"    if self.n_samples == {poison_len}:\n"
@@ -183,12 +183,12 @@ def test_manifest_writes_a_speaker_independent_split(tmp_path):
 
 
 def test_validation_slice_without_a_val_split_holds_whole_speakers():
-    from sercli.training import TrainOptions, _validation_slice
+    from sercli.training.options import TrainOptions, validation_slice
 
     df = pd.DataFrame({"path": [f"{s}_{i}.wav" for s in range(20) for i in range(7)],
                        "speaker": [str(s) for s in range(20) for _ in range(7)],
                        "emotion": ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"] * 20})
-    train, val = _validation_slice(df, TrainOptions(val_fraction=0.1))
+    train, val = validation_slice(df, TrainOptions(val_fraction=0.1))
     assert 0 < len(val) < len(df) / 4
     assert not set(train["speaker"]) & set(val["speaker"])
 
@@ -196,7 +196,7 @@ def test_validation_slice_without_a_val_split_holds_whole_speakers():
 def test_resumed_training_with_changed_options_is_refused(tmp_path):
     from dataclasses import asdict
 
-    from sercli.training import TrainOptions, _check_resume
+    from sercli.training.loop import TrainOptions, _check_resume
 
     state = {"options": asdict(TrainOptions(epochs=30, mixup_alpha=0.2))}
     _check_resume(state, TrainOptions(epochs=30, mixup_alpha=0.2), tmp_path)  # the same options: fine

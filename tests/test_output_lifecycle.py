@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from conftest import ROOT, default_sigint, example_files, run_cli
-from sercli.pipeline import PROB_COLUMNS
+from sercli.tables import PROB_COLUMNS
 
 #: Two ways of making rows: the model differs, so their rows differ.
 OPTIONS = {"A": ["-m", "mfcc-cnn"], "B": ["-m", "mel-cnn"]}

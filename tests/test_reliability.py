@@ -15,7 +15,7 @@ import pytest
 
 from conftest import (N_MANY, ROOT, SEGFAULT_HOOK, example_files, python_hook, run_cli, speech, start_cli,
                       wait_for_rows, write)
-from sercli.pipeline import PROB_COLUMNS
+from sercli.tables import PROB_COLUMNS
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +297,8 @@ def test_a_worker_that_loads_another_model_refuses_to_run():
     from dataclasses import replace
 
     from sercli.models import ModelMismatch, load_model
-    from sercli.pipeline import Options, annotate_chunk
+    from sercli.results import Options
+    from sercli.stream import annotate_chunk
 
     options = Options.for_model("mfcc-cnn", load_model("mfcc-cnn"))
     assert annotate_chunk([str(example_files()[0])], options).rows[0]["status"] == "ok"

@@ -40,12 +40,12 @@ def test_shipped_model_gives_its_stored_outputs_on_the_examples(name):
 @pytest.mark.parametrize("name", KERAS)
 def test_shipped_litert_model_matches_its_keras_source(name):
     keras = pytest.importorskip("keras")
-    from sercli import features as F
+    from sercli import windowing as W
     from sercli.models import load_model
 
     model = load_model(name)
     net = keras.saving.load_model(model.path / "model.keras", safe_mode=True)
-    x = np.concatenate([F.windows(speech(10.0, index=i), model.params).x for i in range(4)])
+    x = np.concatenate([W.windows(speech(10.0, index=i), model.params).x for i in range(4)])
     np.testing.assert_allclose(model.logits(x), net.predict(x, verbose=0), atol=1e-4)
 
 

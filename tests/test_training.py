@@ -14,7 +14,7 @@ pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 import sercli  # noqa: E402
-from sercli import features as F  # noqa: E402
+from sercli import windowing as W  # noqa: E402
 from sercli.models import load_model  # noqa: E402
 from sercli.training import TrainOptions, train  # noqa: E402
 
@@ -64,7 +64,7 @@ def test_litert_export_matches_keras(trained):
 
     model = load_model(trained)
     net = keras.saving.load_model(trained / "model.keras", safe_mode=True)
-    x = np.concatenate([F.windows(speech(10.0, index=i), model.params).x for i in range(3)])
+    x = np.concatenate([W.windows(speech(10.0, index=i), model.params).x for i in range(3)])
     np.testing.assert_allclose(model.logits(x), net.predict(x, verbose=0), atol=1e-4)
 
 

@@ -21,14 +21,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import features as F
-from .corpora import read_manifest, split_labels
-from .embeddings import clip_windows
-from .heads import HEAD_FILE, Head, corpus_stats, fit_head, reference_stats, standardise
-from .models import MODEL_FILE, PARAMS_FILE, load_model, worker_model, write_card
-from .reports import class_order
+from .. import features as F
+
+from .. import windowing as W
+from ..corpora import read_manifest, split_labels
+from ..embeddings import clip_windows
+from ..heads import HEAD_FILE, Head, corpus_stats, fit_head, reference_stats, standardise
+from ..models import MODEL_FILE, PARAMS_FILE, load_model, worker_model, write_card
+from ..reports import class_order
+from .export import runtime_versions
 
 __all__ = ["EncoderOptions", "fine_tune_head", "train_encoder_model", "window_embeddings"]
+#: The libraries fitting a head uses (no TensorFlow).
+ENCODER_PACKAGES = ("sercli", "numpy", "scikit-learn", "ai-edge-litert")
 
 log = logging.getLogger("sercli.train")
 
@@ -152,7 +157,7 @@ def _clip_logits(head: Head, rows: pd.DataFrame, emb: dict, stats: tuple | None)
     out = []
     for path in rows["path"]:
         e, start, end, silent = emb[path]
-        out.append((head.logits(e, stats=stats), F.Windows(np.zeros((len(e), 0, 0)), start, end, silent)))
+        out.append((head.logits(e, stats=stats), W.Windows(np.zeros((len(e), 0, 0)), start, end, silent)))
     return out
 
 
@@ -171,7 +176,7 @@ def _fit(rows: pd.DataFrame, val: pd.DataFrame, emb: dict, classes: list[str], o
 
 
 def _temperature(head: Head, val: pd.DataFrame, emb: dict, classes: list[str]) -> float:
-    from .training import fit_temperature
+    from .calibration import fit_temperature
 
     labels = val["emotion"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     return fit_temperature(_clip_logits(head, val, emb, None), labels)
@@ -183,8 +188,8 @@ def _off_domain_scale(train: pd.DataFrame, val: pd.DataFrame, emb: dict, classes
     tested on a training corpus they were not fitted on (each corpus with validation rows held
     out in turn), standardised as annotate does by default: with the held-out corpus's own
     statistics for a head trained per corpus (``--adapt auto``), else with the head's."""
-    from .evaluation import expected_calibration_error
-    from .training import _file_probs
+    from ..evaluation import expected_calibration_error
+    from .calibration import file_probs
 
     held_out = sorted(set(val["corpus"])) if "corpus" in val else []
     if len(held_out) < 2:
@@ -202,7 +207,7 @@ def _off_domain_scale(train: pd.DataFrame, val: pd.DataFrame, emb: dict, classes
     def ece(scale: float) -> float:
         per = []
         for logits, t, truth in folds:
-            p = _file_probs(logits, t * scale)
+            p = file_probs(logits, t * scale)
             per.append(expected_calibration_error(p.max(axis=1), p.argmax(axis=1) == truth))
         return float(np.mean(per))
 
@@ -217,7 +222,7 @@ def _off_domain_scale(train: pd.DataFrame, val: pd.DataFrame, emb: dict, classes
 
 
 def _rows(manifest: str | Path, split_column: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    from .training import manifest_hash
+    from .options import manifest_hash
 
     df = read_manifest(manifest)
     split = split_labels(df, split_column)
@@ -231,8 +236,7 @@ def train_encoder_model(manifest: str | Path, out: str | Path, opts: EncoderOpti
     """Export the encoder of ``opts`` to ``out/model.tflite``, fit a head on the manifest's
     ``train`` rows (chosen and calibrated on ``val``) and write ``head.npz`` and the card;
     returns the card. Needs the ``encoder`` and ``train`` extras."""
-    from .encoder import SOURCES, load_weights, pooled_encoder, to_tflite
-    from .training import _versions
+    from ..encoder import SOURCES, load_weights, pooled_encoder, to_tflite
 
     t0 = time.time()
     out = Path(out)
@@ -246,7 +250,7 @@ def train_encoder_model(manifest: str | Path, out: str | Path, opts: EncoderOpti
     (out / MODEL_FILE).write_bytes(to_tflite(net, quantize=opts.quantize))
     (out / PARAMS_FILE).write_text(json.dumps(params.to_dict(), indent=1))
     (out / LICENCE_FILE).write_text(SOURCES[opts.size].licence_text())
-    from .training import default_cache_dir
+    from .cache import default_cache_dir
 
     emb = window_embeddings(list(train["path"]) + list(val["path"]), out, jobs=jobs,
                             cache_dir=cache_dir or default_cache_dir())
@@ -268,7 +272,7 @@ def train_encoder_model(manifest: str | Path, out: str | Path, opts: EncoderOpti
             "training": {"command": command, "manifest": str(manifest), "manifest_sha256": digest,
                          "split_column": opts.split_column, "n_train": len(train), "n_val": len(val),
                          **val_probs, "options": asdict(opts), "train_seconds": round(time.time() - t0, 1),
-                         "machine": f"{platform.machine()}, {_cores()} cores", "versions": _versions()}}
+                         "machine": f"{platform.machine()}, {_cores()} cores", "versions": runtime_versions()}}
     _write_card(out, card)
     return card
 
@@ -278,13 +282,13 @@ def fine_tune_head(base: str | Path, manifest: str | Path, out: str | Path, *, s
     """A new head for the encoder model ``base``, fitted on a few labelled clips (any classes);
     the encoder is copied unchanged. Validation: whole speakers where possible (as ``sercli
     train --init``). Returns the card."""
-    from .training import FINE_TUNING, TrainOptions, _split, manifest_hash
+    from .options import FINE_TUNING, TrainOptions, manifest_hash, split_rows
 
     t0 = time.time()
     model = load_model(base)
     out = Path(out)
     df = read_manifest(manifest)
-    train, val = _split(df, TrainOptions(seed=seed, val_fraction=FINE_TUNING["val_fraction"]))
+    train, val = split_rows(df, TrainOptions(seed=seed, val_fraction=FINE_TUNING["val_fraction"]))
     out.mkdir(parents=True, exist_ok=True)
     for name in (MODEL_FILE, PARAMS_FILE, LICENCE_FILE):
         if model.path != out.resolve() and (model.path / name).exists():
@@ -306,7 +310,7 @@ def fine_tune_head(base: str | Path, manifest: str | Path, out: str | Path, *, s
                          "split_column": "split", "n_train": len(train), "n_val": len(val),
                          **_val_scores(head, val, emb, classes, temperature), "options": asdict(opts),
                          "train_seconds": round(time.time() - t0, 1),
-                         "machine": f"{platform.machine()}, {_cores()} cores", "versions": _runtime_versions()}}
+                         "machine": f"{platform.machine()}, {_cores()} cores", "versions": runtime_versions(ENCODER_PACKAGES)}}
     _write_card(out, card)
     return card
 
@@ -314,9 +318,9 @@ def fine_tune_head(base: str | Path, manifest: str | Path, out: str | Path, *, s
 def _val_scores(head: Head, val: pd.DataFrame, emb: dict, classes: list[str], temperature: float) -> dict:
     from sklearn.metrics import f1_score
 
-    from .training import _file_probs
+    from .calibration import file_probs
 
-    probs = _file_probs(_clip_logits(head, val, emb, None), temperature)
+    probs = file_probs(_clip_logits(head, val, emb, None), temperature)
     truth = val["emotion"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     return {"val_macro_f1": round(float(f1_score(truth, probs.argmax(axis=1), average="macro")), 4),
             "val_accuracy": round(float((probs.argmax(axis=1) == truth).mean()), 4)}
@@ -331,16 +335,3 @@ def _cores() -> int:
     import os
 
     return os.cpu_count() or 1
-
-
-def _runtime_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("sercli", "numpy", "scikit-learn", "ai-edge-litert"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-

@@ -1,0 +1,232 @@
+"""``sercli annotate`` at the terminal: the output's lock, the progress bar, the closing summary."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+
+from . import err, fail
+from .reports import shares_table, summary_table
+
+if TYPE_CHECKING:
+    from ..batch import OutputPlan
+    from ..pipeline import Job
+
+__all__ = ["run_annotate"]
+
+
+def run_annotate(*, output, **kwargs) -> int:
+    """``sercli annotate``; returns the exit status. Holds the output's lock (:class:`~sercli.output.OutputLock`)
+    for the whole run, so a second run on the same output is refused."""
+    from ..output import OutputError, OutputLock
+
+    if output == "-":
+        return _annotate(output=output, lock=None, **kwargs)
+    lock = OutputLock(Path(output))
+    try:
+        lock.acquire()
+    except OutputError as exc:
+        return fail(str(exc))
+    try:
+        return _annotate(output=output, lock=lock, **kwargs)
+    finally:
+        lock.release()
+
+
+def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, calibration, adapt, include,
+              exclude, overwrite, resume, backend, scheduler, quiet, lock) -> int:
+    import os
+
+    from ..adaptation import TooFewFiles
+    from ..batch import annotate_to_file, plan_output
+    from ..discovery import discover
+    from ..models import ModelNotFound
+    from ..output import OutputError
+    from ..pipeline import Job
+    from ..workers import resolve_jobs
+
+    if output == "-" and (resume or segments or windows):
+        return fail("--resume, --segments and --windows need an output file, not -.")
+    if hop_s is not None and hop_s <= 0:
+        return fail("--hop must be a positive number of seconds.")
+    named = [i for i in inputs if i != "-"]
+    missing = [i for i in named if not os.path.lexists(i)]
+    if named and len(missing) == len(named) and "-" not in inputs:
+        return fail(f"{'no input exists' if len(missing) > 1 else 'the input does not exist'}: "
+                     f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}.")
+    tables = {name: path for name, path in (("segments", segments), ("windows", windows)) if path is not None}
+    try:
+        previous = _previous_adapt(Path(output)) if adapt == "auto" and resume and output != "-" else None
+        job = Job.create(model, calibration=calibration, adapt=adapt, previous_adapt=previous, hop_s=hop_s,
+                         segments="segments" in tables, windows="windows" in tables, vad=vad)
+        plan = None
+        if output != "-":
+            meta = job.metadata(tables=tables, include=include, exclude=exclude)
+            plan = plan_output(Path(output), meta, tables=tables, overwrite=overwrite, resume=resume)
+        executor_factory = _executor_factory(backend, scheduler, resolve_jobs(jobs))
+    except (ModelNotFound, OutputError, ValueError) as exc:
+        return fail(str(exc))
+    paths = discover(inputs, include=include, exclude=exclude)
+    if not paths:
+        _shutdown(executor_factory)
+        return fail("no audio files found in the given inputs.")
+    if job.options.adapt == "corpus":
+        try:
+            _adapt(job, paths, plan, jobs=resolve_jobs(jobs), quiet=quiet)
+        except (TooFewFiles, ValueError) as exc:
+            _shutdown(executor_factory)
+            return fail(str(exc))
+        except BaseException:
+            _shutdown(executor_factory)  # interrupted while measuring: the run ends here
+            raise
+        if plan is not None:
+            plan = replace(plan, meta=job.metadata(tables=tables, include=include, exclude=exclude))
+    if lock is not None:
+        lock.claim()  # the run goes ahead: a refused command above changed no file
+    seen: dict[str, list] = {"status": [], "emotion": [], "confidence": [], "duration_s": []}
+    progress, task = _progress(len(paths), quiet)
+
+    def on_chunk(res, stats) -> None:
+        for r in res.rows:  # the few columns the closing summary needs
+            for k, column in seen.items():
+                column.append(r[k])
+        if progress is not None:
+            progress.update(task, completed=stats.resumed + stats.done,
+                            hours=f"{stats.audio_s / 3600:.2f} h audio")
+
+    try:
+        if progress is not None:
+            progress.start()
+        stats = annotate_to_file(paths, job, plan=plan, executor_factory=executor_factory, on_chunk=on_chunk)
+    except OutputError as exc:
+        return fail(str(exc))
+    finally:
+        if progress is not None:
+            progress.stop()
+        _shutdown(executor_factory)
+    if stats.pipe_closed:  # `-o - | head`: the reader has what it wanted; not a failure
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush does not fail either
+        return 0
+    if stats.aborted:
+        print(f"sercli: the run stopped: {stats.aborted} {stats.done} finished rows are kept; run the same "
+              "command with --resume to finish.", file=sys.stderr)
+        return 3
+    if stats.interrupted:
+        print(f"Interrupted: {stats.done} finished rows are kept; run the same command with --resume "
+              "to finish.", file=sys.stderr)
+        return 130
+    if not quiet:
+        _print_summary(stats, seen, output, job.options.classes, adapted=job.adapted)
+    return 0 if stats.failed == 0 else 1
+
+
+def _previous_adapt(output: Path) -> str | None:
+    """The ``--adapt`` a run being resumed into ``output`` was made with (its journal's, else its table's)."""
+    from ..output import Journal, OutputError, table_metadata
+
+    journal = Journal.for_output(output)
+    try:
+        meta = journal.meta() if journal.exists() else (table_metadata(output) if output.exists() else None)
+    except (OutputError, OSError, ValueError):
+        return None
+    return (meta or {}).get("adapt")
+
+
+def _adapt(job: Job, paths: list[str], plan: OutputPlan | None, *, jobs: int, quiet: bool) -> None:
+    """:meth:`Job.adapt_to` the corpus: with the resumed run's statistics, else measured now (under a status line)."""
+    from contextlib import nullcontext
+
+    from ..adaptation import SAMPLE_FILES
+
+    previous = plan.previous.get("shift") if plan is not None and plan.resume_from else None
+    status = err.status(f"measuring {min(len(paths), SAMPLE_FILES)} files to adapt to their corpus")
+    with nullcontext() if previous is not None or quiet else status:
+        job.adapt_to(paths, jobs=jobs, shift=previous)
+
+
+def _executor_factory(backend: str, scheduler: str | None, jobs: int):
+    from ..workers import LocalExecutors
+
+    if backend == "local":
+        if scheduler:
+            raise ValueError("--scheduler needs --backend dask.")
+        return LocalExecutors(jobs)
+    if backend == "dask":
+        from ..cluster import dask_executor_factory
+
+        return dask_executor_factory(scheduler, jobs)
+    raise ValueError(f"unknown backend {backend!r}; use local or dask.")
+
+
+def _shutdown(executor_factory) -> None:
+    close = getattr(executor_factory, "close", None)
+    if close:
+        close()
+
+
+def _progress(total: int, quiet: bool):
+    if quiet:
+        return None, None
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    progress = Progress(
+        TextColumn("annotating"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+        TextColumn("{task.fields[hours]}"), TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True,
+    )
+    task = progress.add_task("annotate", total=total, hours="0.00 h audio", rate="")
+    return _RateProgress(progress, task), task
+
+
+#: Seconds of a run before the progress line shows files per second.
+_RATE_AFTER_S = 3.0
+
+
+class _RateProgress:
+    """A rich Progress that also shows files per second."""
+
+    def __init__(self, progress, task) -> None:
+        self._p, self._task = progress, task
+
+    def start(self) -> None:
+        self._p.start()
+
+    def stop(self) -> None:
+        self._p.stop()
+
+    def update(self, task, **fields) -> None:
+        t = self._p.tasks[0]
+        # a rate over the first seconds mostly measures start-up: show it once it means something
+        speed = t.speed if (t.elapsed or 0) >= _RATE_AFTER_S else None
+        self._p.update(task, rate=f"{speed:.0f} files/s" if speed else "", **fields)
+
+
+def _print_summary(stats, seen: dict[str, list], output, classes: tuple[str, ...], *, adapted: str = "") -> None:
+    """The run's numbers, then the same emotion table as ``sercli summarize``."""
+    import pandas as pd
+
+    from ..reports import summarize
+
+    table = Table(title="sercli annotate", show_header=False, title_justify="left")
+    table.add_row("files ok", f"{stats.ok}")
+    table.add_row("files not ok", f"{stats.failed}")
+    if stats.resumed:
+        table.add_row("resumed (already done)", f"{stats.resumed}")
+    table.add_row("audio", f"{stats.audio_s / 3600:.3f} h")
+    table.add_row("wall time", f"{stats.wall_s:.1f} s")
+    if stats.wall_s > 0:
+        table.add_row("speed", f"{stats.audio_s / stats.wall_s:.0f}× real time, {stats.done / stats.wall_s:.1f} files/s")
+    if adapted:
+        table.add_row("adapted", adapted)
+    table.add_row("output", str(output))
+    err.print(table)
+    if seen["status"]:
+        overall = summarize(pd.DataFrame(seen), classes=classes)
+        err.print(summary_table(overall, "this run"))
+        err.print(shares_table(overall))
