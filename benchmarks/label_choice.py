@@ -9,9 +9,14 @@ each strategy of :func:`sercli.labeling.queue` (``--by folder``: one folder per 
 orders it, and the simulated person goes down the queue, labelling clips of the chosen classes
 with their true label and skipping the others, until every class has k labels. ``sercli
 train --init`` fine-tunes on those labels; ``sercli evaluate`` scores the second half (chosen
-classes only). Usage (from the repository root; nothing else running for the timings):
+classes only). ``--shares`` makes the labelled half look like natural talk, where one class
+dominates and others are rare: each draw keeps a random subset of every class so that the
+classes have those shares (the classes not named share what is left); the test half keeps
+every file. Usage (from the repository root; nothing else running for the timings):
 
     python benchmarks/label_choice.py --k 5 10 --draws 3 --classes anger happiness neutral sadness
+    python benchmarks/label_choice.py --k 5 10 --draws 3 --strategies random spread \
+        --shares neutral=0.5 sadness=0.2 happiness=0.15 anger=0.1 --out benchmarks/label_choice_skewed.json
 
 Writes a JSON list of runs and prints the table (mean ± standard deviation over draws).
 """
@@ -26,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,6 +53,19 @@ def simulate(order: list, truth: dict[str, str], classes: list[str], k: int) -> 
     return pd.DataFrame(labelled), len(order)
 
 
+def skew(pool: pd.DataFrame, shares: dict[str, float], draw: int) -> pd.DataFrame:
+    """A random subset of ``pool`` whose classes have ``shares`` (the classes not named split the
+    rest evenly); as large as the class that limits it allows."""
+    others = [c for c in pool["emotion"].unique() if c not in shares]
+    rest = max(0.0, 1.0 - sum(shares.values())) / max(len(others), 1)
+    want = {c: shares.get(c, rest) for c in pool["emotion"].unique()}
+    counts = pool["emotion"].value_counts()
+    total = min(counts[c] / w for c, w in want.items() if w > 0)
+    rng = np.random.default_rng(2000 + draw)
+    parts = [g.iloc[rng.permutation(len(g))[: int(want[c] * total)]] for c, g in pool.groupby("emotion")]
+    return pd.concat(parts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpora", nargs="+", default=["crema-d", "ravdess", "savee"])
@@ -58,7 +77,10 @@ def main() -> None:
     ap.add_argument("--manifest", type=Path, default=MANIFEST)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "label_choice.json")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--shares", nargs="+", default=[], metavar="CLASS=SHARE",
+                    help="shares of classes in the labelled half (natural talk: one class dominates)")
     args = ap.parse_args()
+    shares = {c: float(v) for c, v in (s.split("=") for s in args.shares)}
 
     import sercli
     from sercli.evaluation import evaluate
@@ -76,6 +98,8 @@ def main() -> None:
             if not todo:
                 continue
             pool, test = halves(rows, draw)
+            if shares:
+                pool = skew(pool, shares, draw)
             test = test[test["emotion"].isin(args.classes)]
             truth = dict(zip(pool["path"], pool["emotion"]))
             table = sercli.annotate(list(pool["path"]), model=base, jobs=args.jobs).files
@@ -96,7 +120,7 @@ def main() -> None:
                         sys.exit(f"fine-tuning failed: {proc.stderr.strip()}")
                     _, pred = evaluate(str(model), tmp / "test.csv", jobs=args.jobs)
                     runs.append({"corpus": corpus, "draw": draw, "k": k, "strategy": strategy,
-                                 "listened": listened, "n_labels": len(labels),
+                                 "pool": len(pool), "listened": listened, "n_labels": len(labels),
                                  "labels": labels["emotion"].value_counts().to_dict(), "n_test": len(test),
                                  "uar": score(pred, None), "wall_s": round(wall, 1)})
                     args.out.write_text(json.dumps(runs, indent=1))
