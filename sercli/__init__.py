@@ -5,7 +5,8 @@
 ('anger', 'disgust', 'fear', 'happiness', 'neutral', 'sadness', 'surprise')
 
 ``annotate`` returns an :class:`~sercli.pipeline.Annotation`: pandas DataFrames with the
-same columns the CLI writes (``files``, one row per file; ``segments``, one row per window)
+same columns the CLI writes (``files``, one row per file; ``segments``, one row per speech
+region of long files; ``windows``, one row per window)
 and the run's ``info``. ``read_results`` and ``summarize`` work on those tables. Heavy modules load on first use, so
 ``import sercli`` is cheap.
 """

@@ -33,7 +33,7 @@ __all__ = ["ADAPT_CHOICES", "ADAPT_MODES", "CARD_KEY", "MAX_SHIFT_DB", "MIN_FILE
            "reference_entry", "reference_envelope", "resolve_mode"]
 
 #: ``--adapt`` choices: no adaptation, or one shift for the whole input ("auto": what the model's
-#: card says suits it, :func:`default_mode`, falling back to "none" for fewer than MIN_FILES files).
+#: card says suits it, :func:`resolve_mode`, falling back to "none" for fewer than MIN_FILES files).
 ADAPT_MODES = ("none", "corpus")
 ADAPT_CHOICES = ("auto", *ADAPT_MODES)
 #: Frames within this many dB of a file's loudest frame count as speech.

@@ -164,7 +164,8 @@ def label(
     strategy: str = typer.Option("spread", "--choose", help="Order of the clips: spread (round robin over predicted "
                                  "classes and groups), uncertain (the same, least certain first) or random.",
                                  metavar="spread|uncertain|random"),
-    limit: int = typer.Option(1000, "--limit", help="Clips chosen at most (the page serves these only).", metavar="N"),
+    limit: int = typer.Option(1000, "--limit", min=1, help="Clips not labelled yet to choose at most (the page "
+                              "serves the chosen clips only).", metavar="N"),
     not_in: List[Path] = typer.Option([], "--not-in", help="Leave out the clips of this label file (e.g. the "
                                       "training labels, when labelling a test set); repeatable.", metavar="FILE"),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model to annotate a folder with.",

@@ -26,6 +26,8 @@ __all__ = ["LabelSession", "LabelServer"]
 
 #: Points of the waveform the page draws (pairs of min and max).
 PEAKS = 300
+#: The largest request body accepted (bytes).
+MAX_BODY = 10_000
 
 
 class LabelSession:
@@ -43,6 +45,7 @@ class LabelSession:
         self.command = command
         self.finished = threading.Event()
         self._lock = threading.Lock()
+        self._keys = {book.key(c) for c in clips}
 
     def pending(self) -> list[Clip]:
         done = self.book.done()
@@ -61,16 +64,30 @@ class LabelSession:
                 "command": self.command, "clip": None if nxt is None else _describe(nxt)}
 
     def label(self, clip_id: int, label: str | None) -> None:
-        """Label (``None``: skip) the clip ``clip_id``; it must be pending."""
+        """Label (``None``: skip) the clip ``clip_id``; it must be pending. Raises ``ValueError``
+        (a clip labelled already, an unknown class, a finished session), ``OSError`` (the label
+        file cannot be written) and :class:`~sercli.audio.DecodeError` (a segment cannot be cut)."""
         with self._lock:
+            self._check_open()
             clip = self.clip(clip_id)
             if self.book.key(clip) in self.book.done():
                 raise ValueError(f"clip {clip_id} is labelled already.")
             self.book.add(clip, label)
 
     def undo(self) -> None:
+        """Forget the last label given to one of this session's clips."""
         with self._lock:
-            self.book.undo()
+            self._check_open()
+            self.book.undo(self._keys)
+
+    def close(self) -> None:
+        """No more labels: the command is printing its summary."""
+        with self._lock:
+            self.finished.set()
+
+    def _check_open(self) -> None:
+        if self.finished.is_set():
+            raise ValueError("this labelling session has finished; run sercli label again to go on.")
 
     def clip(self, clip_id: int) -> Clip:
         if not 0 <= clip_id < len(self.clips):
@@ -86,8 +103,17 @@ def _describe(clip: Clip) -> dict:
             "confidence": round(clip.confidence, 3), "group": clip.group}
 
 
-@lru_cache(maxsize=8)
+_decoding = threading.Lock()
+
+
 def _clip_audio(path: str, start_s: float | None, end_s: float | None) -> tuple[bytes, list[float]]:
+    """:func:`_decoded` one request at a time (the page asks for a clip and its waveform at once)."""
+    with _decoding:
+        return _decoded(path, start_s, end_s)
+
+
+@lru_cache(maxsize=8)
+def _decoded(path: str, start_s: float | None, end_s: float | None) -> tuple[bytes, list[float]]:
     """The clip as 16 kHz WAV bytes and its waveform: :data:`PEAKS` (min, max) pairs, flattened,
     scaled so that the loudest sample is 1 (a quiet clip is drawn as large as a loud one)."""
     import soundfile
@@ -151,8 +177,20 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Content-Type", "").split(";")[0] != "application/json":
             return self._refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "JSON only")
         try:
-            body = json.loads(self.rfile.read(min(int(self.headers.get("Content-Length", 0)), 10_000)) or b"{}")
-            session = self.server.session
+            length = int(self.headers.get("Content-Length", 0))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self.close_connection = True  # the body is not read: the connection cannot carry another request
+            return self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE if length > MAX_BODY else HTTPStatus.BAD_REQUEST,
+                                "a JSON body of at most 10 kB")
+        from .audio import DecodeError
+
+        session = self.server.session
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
             if route == "label":
                 label = body.get("label")
                 session.label(int(body["id"]), None if label is None else str(label))
@@ -160,12 +198,14 @@ class _Handler(BaseHTTPRequestHandler):
                 session.undo()
             elif route == "finish":  # answered first: the command stops serving once the event is set
                 self._json(session.state())
-                session.finished.set()
+                session.close()
                 return
             else:
                 return self._refuse(HTTPStatus.NOT_FOUND, "no such action")
         except (ValueError, KeyError, TypeError) as exc:
             return self._refuse(HTTPStatus.BAD_REQUEST, str(exc))
+        except (OSError, DecodeError) as exc:  # the label file cannot be written, a segment not cut: nothing recorded
+            return self._refuse(HTTPStatus.INTERNAL_SERVER_ERROR, f"the label was not saved: {exc}")
         self._json(session.state())
 
     def _route(self) -> str | None:
@@ -209,5 +249,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("Referrer-Policy", "no-referrer")  # the token stays out of other sites' logs
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                         "style-src 'unsafe-inline'; frame-ancestors 'none'")
         self.end_headers()
         self.wfile.write(body)

@@ -40,7 +40,7 @@ class Clip:
     group: str
 
 
-def queue(table: pd.DataFrame, *, strategy: str = DEFAULT_STRATEGY, by: str | None = None, limit: int | None = None,
+def queue(table: pd.DataFrame, *, strategy: str = DEFAULT_STRATEGY, by: str | None = None,
           exclude: Iterable[tuple] = (), seed: int = 0) -> list[Clip]:
     """The rows of ``table`` (``files`` or ``segments`` of :func:`sercli.annotate`) in the order
     they should be labelled (:data:`STRATEGIES`); failed files are left out.
@@ -78,11 +78,32 @@ def queue(table: pd.DataFrame, *, strategy: str = DEFAULT_STRATEGY, by: str | No
     excluded = set(exclude)
     if excluded:
         order = [j for j in order if _key(rows.at[j, "path"], span.at[j, "start_s"]) not in excluded]
-    if limit is not None:
-        order = order[:limit]
     return [Clip(id=i, path=str(rows.at[j, "path"]), start_s=span.at[j, "start_s"], end_s=span.at[j, "end_s"],
                  predicted=str(rows.at[j, "emotion"]), confidence=float(top2[j, 1]),
                  group=str(groups.iat[j])) for i, j in enumerate(order)]
+
+
+def choose(table: pd.DataFrame, book: "LabelBook", *, strategy: str = DEFAULT_STRATEGY, by: str | None = None,
+           limit: int = 1000, exclude: Iterable[tuple] = ()) -> list[Clip]:
+    """The clips of a labelling session, numbered in :func:`queue` order: every clip ``book`` has
+    a label for (so an undo can bring it back) and up to ``limit`` not labelled yet."""
+    from dataclasses import replace
+
+    done = book.done()
+    clips = queue(table, strategy=strategy, by=by, exclude=exclude)
+    pending = {book.key(c) for c in clips if book.key(c) not in done}
+    first = set(list(dict.fromkeys(book.key(c) for c in clips if book.key(c) in pending))[:limit])
+    chosen = [c for c in clips if book.key(c) in done or book.key(c) in first]
+    return [replace(c, id=i) for i, c in enumerate(chosen)]
+
+
+def without_long_files(table: pd.DataFrame, *, max_s: float = 30.0) -> tuple[pd.DataFrame, int]:
+    """``table`` without whole-file rows of ``max_s`` seconds or more (a person labels a clip,
+    not an hour: their segments table is the one to label), and how many were left out."""
+    if "duration_s" not in table or "start_s" in table:
+        return table, 0
+    long = table["duration_s"].astype(float).ge(max_s)
+    return table[~long], int(long.sum())
 
 
 def _round_robin(classes: np.ndarray, groups: np.ndarray, ranked: np.ndarray) -> np.ndarray:
@@ -113,7 +134,9 @@ class LabelBook:
     atomically, so closing the page or Ctrl-C loses nothing, and a new session continues.
 
     A segment of a long file is written out as its own WAV clip under ``clips/`` beside the
-    CSV, so the manifest names one clip per row, as ``sercli train`` expects.
+    CSV, so the manifest names one clip per row, as ``sercli train`` expects. Columns a user
+    adds (a ``speaker`` column, say) are kept. Raises ``ValueError`` for a file that is not a
+    label file and for a class name a CSV reader would take for a missing value.
     """
 
     COLUMNS = ["path", "emotion", "source", "start_s", "end_s", "predicted"]
@@ -121,15 +144,20 @@ class LabelBook:
     def __init__(self, path: str | Path, classes: Iterable[str]) -> None:
         self.path = Path(path)
         self.classes = list(classes)
+        missing_like = [c for c in self.classes if c.strip().lower() in _NA_NAMES]
+        if missing_like:
+            raise ValueError(f"The class name {missing_like[0]!r} reads as a missing value in a CSV file; "
+                             "choose another name.")
+        self.columns = list(self.COLUMNS)
+        self.rows: list[dict] = []
         if self.path.exists():
-            df = pd.read_csv(self.path, dtype={"emotion": str}, keep_default_na=False)
+            df = pd.read_csv(self.path, dtype=str, keep_default_na=False)
             missing = set(self.COLUMNS) - set(df.columns)
             if missing:
                 raise ValueError(f"{self.path} is not a label file of sercli label (no {', '.join(sorted(missing))} "
                                  "column); choose another --labels path.")
-            self.rows = df[self.COLUMNS].to_dict("records")
-        else:
-            self.rows = []
+            self.columns += [c for c in df.columns if c not in self.COLUMNS]
+            self.rows = df.to_dict("records")
 
     def key(self, clip: Clip) -> tuple:
         return _key(clip.path, clip.start_s)
@@ -144,40 +172,55 @@ class LabelBook:
         return {c: int(given.get(c, 0)) for c in [*self.classes, *(c for c in given.index if c not in self.classes)]}
 
     def add(self, clip: Clip, label: str | None) -> None:
-        """Record ``label`` for ``clip`` (``None``: skipped)."""
+        """Record ``label`` for ``clip`` (``None``: skipped), on disk first: when the file cannot be
+        written (``OSError``) or the segment not cut out (:class:`~sercli.audio.DecodeError`),
+        nothing is recorded."""
         if label is not None and label not in self.classes:
             raise ValueError(f"{label!r} is not one of the classes ({', '.join(self.classes)}).")
-        if clip.start_s is not None and label is not None:
-            path = self._cut(clip).relative_to(self.path.parent).as_posix()
+        if clip.start_s is not None:  # a segment: its own clip when labelled; no file name when skipped
+            path = self._cut(clip).relative_to(self.path.parent).as_posix() if label is not None else ""
         else:
             path = os.path.abspath(clip.path)  # the manifest's own folder resolves relative paths
-        self.rows.append({"path": path, "emotion": label or "", "source": clip.path,
-                          "start_s": "" if clip.start_s is None else clip.start_s,
-                          "end_s": "" if clip.end_s is None else clip.end_s, "predicted": clip.predicted})
-        self._save()
+        row = dict.fromkeys(self.columns, "") | {
+            "path": path, "emotion": label or "", "source": clip.path, "predicted": clip.predicted,
+            "start_s": "" if clip.start_s is None else clip.start_s, "end_s": "" if clip.end_s is None else clip.end_s}
+        self._save([*self.rows, row])
+        self.rows.append(row)
 
-    def undo(self) -> dict | None:
-        """Forget the last label given; returns its row (``None`` when there is none)."""
-        if not self.rows:
-            return None
-        row = self.rows.pop()
-        self._save()
-        return row
+    def undo(self, keys: Iterable[tuple] | None = None) -> dict | None:
+        """Forget the last label given (of a clip among ``keys``, when given: the clips this session
+        shows); returns its row, ``None`` when there is none."""
+        wanted = None if keys is None else set(keys)
+        for i in range(len(self.rows) - 1, -1, -1):
+            row = self.rows[i]
+            if wanted is None or _key(row["source"], row["start_s"]) in wanted:
+                self._save(self.rows[:i] + self.rows[i + 1:])
+                del self.rows[i]
+                return row
+        return None
 
     def _cut(self, clip: Clip) -> Path:
+        import hashlib
+
         import soundfile
 
         from .audio import read_span
 
         y, sr = read_span(clip.path, clip.start_s, clip.end_s)
-        out = self.path.parent / "clips" / f"{Path(clip.path).stem}_{clip.start_s:.2f}-{clip.end_s:.2f}.wav"
+        source = hashlib.sha256(os.path.abspath(clip.path).encode()).hexdigest()[:8]  # two files may share a name
+        out = (self.path.parent / "clips"
+               / f"{Path(clip.path).stem}_{source}_{clip.start_s:.2f}-{clip.end_s:.2f}.wav")
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:
             soundfile.write(tmp, y, sr, format="WAV")
         return out
 
-    def _save(self) -> None:
-        write_text_atomic(self.path, pd.DataFrame(self.rows, columns=self.COLUMNS).to_csv(index=False))
+    def _save(self, rows: list[dict]) -> None:
+        write_text_atomic(self.path, pd.DataFrame(rows, columns=self.columns).to_csv(index=False))
+
+
+#: Names that pandas' CSV reader takes for a missing value: a class cannot be called that.
+_NA_NAMES = {"", "na", "n/a", "nan", "null", "none", "<na>", "-nan", "#n/a"}
 
 
 def _key(path: str, start_s) -> tuple:

@@ -214,8 +214,10 @@ def agreement(df: pd.DataFrame, truth: pd.DataFrame, classes: list[str] | None =
     matched by name: it would label the other file wrongly). With ``classes`` (the table's),
     the labels are mapped to them first (:func:`map_labels`). Returns :func:`scores`,
     ``unmatched`` (predicted rows without a label), ``ambiguous`` (of those, rows whose file
-    name is shared) and ``mapped`` (the labels renamed).
+    name is shared) and ``mapped`` (the labels renamed). Reference rows without a label (clips
+    skipped in ``sercli label``) are left out; of two rows for one path, the later counts.
     """
+    truth = truth[truth["emotion"].notna() & truth["path"].notna()].drop_duplicates("path", keep="last")
     pred = df[df["status"].eq("ok")] if "status" in df else df
     mapped: dict[str, str] = {}
     if classes is not None:

@@ -192,7 +192,7 @@ def run_metadata(model: Model, options: Options, *, tables: dict[str, Path] | No
                  include: Iterable[str] = (), exclude: Iterable[str] = ()) -> dict:
     """Provenance stored with the table (Parquet schema metadata, the journal header).
 
-    The :data:`RUN_KEY` fields define the rows; the rest (version, time) only describe them.
+    The :data:`~sercli.batch.RUN_KEY` fields define the rows; the rest (version, time) only describe them.
     """
     return {
         "sercli_version": __version__,

@@ -42,7 +42,7 @@ def iter_chunks(
     again is known for sure and gets a ``crashed`` row.
     """
     if options.adapt == "corpus" and options.shift is None:
-        raise ValueError("adapt='corpus' needs the corpus's shift (with_corpus_shift measures it).")
+        raise ValueError("adapt='corpus' needs the corpus's statistics: measure them first (Job.adapt_to).")
     chunks: deque[list[str]] = deque(_chunks(paths, chunk_size))
     suspects: deque[str] = deque()
     running: dict[Future, tuple[list[str], bool]] = {}  # future -> (paths, ran alone)

@@ -236,8 +236,8 @@ def windows_from_log_mel(
     duration_s: float,
     hop_s: float | None = None,
 ) -> Windows:
-    """:func:`windows` from a precomputed :func:`log_mel` and :func:`frame_db` (training's cache),
-    cut by the same :class:`WindowStream` code."""
+    """:func:`windows` from a precomputed :func:`~sercli.features.log_mel` and
+    :func:`~sercli.features.frame_db` (training's cache), cut by the same :class:`WindowStream` code."""
     stream = WindowStream(params, hop_s=hop_s)
     stream.n_samples = int(round(duration_s * params.sample_rate))
     stream._add(np.asarray(log_mel_db, np.float32), np.asarray(level_db, np.float32), final=True)

@@ -19,7 +19,7 @@ import soundfile as sf
 from cdp import Browser
 from conftest import EXAMPLES, ROOT, run_cli, speech, start_cli, write
 
-from sercli.labeling import Clip, LabelBook, queue
+from sercli.labeling import Clip, LabelBook, choose, queue, without_long_files
 from sercli.label_server import LabelServer, LabelSession
 from sercli.reports import read_results
 
@@ -86,24 +86,49 @@ def test_the_queue_visits_every_predicted_class_and_group_before_repeating_one(t
         by_class.setdefault(c.predicted, []).append(c.confidence)
     assert all(v == sorted(v) for v in by_class.values())  # least certain first within a class
     assert queue(df, strategy="random", seed=1) != queue(df, strategy="random", seed=2)
+    long = df.assign(duration_s=[45.0] + [2.0] * (len(df) - 1))  # an hour-long file is not a clip to label
+    assert without_long_files(long)[1] == 1 and len(without_long_files(long)[0]) == len(df) - 1
     first = queue(df)[0]
     rest = queue(df, exclude={(first.path, None)})  # e.g. the training labels, when choosing a test set
     assert [c.id for c in rest] == list(range(len(df) - 1)) and first.path not in {c.path for c in rest}
 
 
 def test_a_labelled_segment_becomes_its_own_clip_and_undo_forgets_it(tmp_path):
-    long = write(tmp_path / "long.wav", speech(40.0), 16000)
+    long = write(tmp_path / "a" / "long.wav", speech(40.0), 16000)
+    namesake = write(tmp_path / "b" / "long.wav", speech(40.0, index=3), 16000)  # same name, other audio
     book = LabelBook(tmp_path / "labels.csv", ["calm", "tense"])
     book.add(Clip(0, str(long), 12.0, 15.5, "anger", 0.4, ""), "tense")
-    book.add(Clip(1, str(long), 20.0, 23.0, "anger", 0.4, ""), None)  # skipped: no clip written
+    book.add(Clip(1, str(namesake), 12.0, 15.5, "anger", 0.4, ""), "calm")
+    book.add(Clip(2, str(long), 20.0, 23.0, "anger", 0.4, ""), None)  # skipped: no clip written
     rows = pd.read_csv(tmp_path / "labels.csv", keep_default_na=False)
-    assert list(rows["emotion"]) == ["tense", ""]
+    assert list(rows["emotion"]) == ["tense", "calm", ""] and rows.loc[2, "path"] == ""
+    assert rows.loc[0, "path"] != rows.loc[1, "path"]  # a clip each, though the files share a name
     y, sr = sf.read(tmp_path / rows.loc[0, "path"])
     assert sr == 16000 and len(y) == int(3.5 * sr)
     assert np.allclose(y, speech(40.0)[12 * sr:int(15.5 * sr)], atol=1e-4)  # the same samples, 16-bit WAV
-    assert LabelBook(tmp_path / "labels.csv", ["calm", "tense"]).counts() == {"calm": 0, "tense": 1}
-    book.undo()
-    assert LabelBook(tmp_path / "labels.csv", ["calm", "tense"]).done() == {(str(long), 12.0)}
+    assert LabelBook(tmp_path / "labels.csv", ["calm", "tense"]).counts() == {"calm": 1, "tense": 1}
+    book.undo({(str(long), 12.0), (str(long), 20.0)})  # this session's clips: the skip goes
+    book.undo({(str(long), 12.0), (str(long), 20.0)})  # then the first label; the namesake's stays
+    assert LabelBook(tmp_path / "labels.csv", ["calm", "tense"]).done() == {(str(namesake), 12.0)}
+
+
+def test_the_label_file_keeps_added_columns_and_a_failed_write_records_nothing(tmp_path):
+    clip = Clip(0, str(EXAMPLES / "1006_IEO_ANG_HI.wav"), None, None, "anger", 0.5, "")
+    book = LabelBook(tmp_path / "labels.csv", ["calm", "tense"])
+    book.add(clip, "tense")
+    rows = pd.read_csv(tmp_path / "labels.csv").assign(speaker="1006")  # the user adds a column
+    rows.to_csv(tmp_path / "labels.csv", index=False)
+    book = LabelBook(tmp_path / "labels.csv", ["calm", "tense"])
+    book.add(Clip(1, str(EXAMPLES / "1006_IEO_SAD_HI.wav"), None, None, "sadness", 0.5, ""), "calm")
+    again = pd.read_csv(tmp_path / "labels.csv", dtype=str, keep_default_na=False)
+    assert list(again["speaker"]) == ["1006", ""] and list(again["emotion"]) == ["tense", "calm"]
+    (tmp_path / "file").write_text("")
+    broken = LabelBook(tmp_path / "file" / "labels.csv", ["calm", "tense"])  # its folder is a file
+    with pytest.raises(OSError):
+        broken.add(clip, "calm")
+    assert broken.rows == [] and broken.done() == set()
+    with pytest.raises(ValueError, match="missing value"):
+        LabelBook(tmp_path / "x.csv", ["calm", "None"])
 
 
 def test_the_page_labels_by_key_presses_undoes_survives_a_reload_and_finishes(table, tmp_path):
@@ -159,6 +184,8 @@ def test_an_interrupted_session_continues_and_its_labels_fine_tune_a_model(table
     for _ in range(5):
         clip = json.loads(urlopen(url + "state"))["clip"]
         post(url, "label", {"id": clip["id"], "label": truth(clip["name"], TENSE)})
+    second = run_cli("label", str(table), "--labels", str(labels), "--no-open")
+    assert second.returncode == 2 and "Another sercli run" in second.stderr  # one session per label file
     proc.send_signal(signal.SIGINT)  # Ctrl-C in the terminal
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -203,8 +230,8 @@ def urlopen(url: str, host: str | None = None, method: str = "GET", body: bytes 
 
 def test_the_server_refuses_other_hosts_wrong_tokens_and_clips_it_did_not_choose(table, tmp_path):
     df = read_results(table)
-    clips = queue(df, limit=3)
-    session = LabelSession(clips, LabelBook(tmp_path / "labels.csv", CLASSES), target=10, minimum=5, command="")
+    book = LabelBook(tmp_path / "labels.csv", CLASSES)
+    session = LabelSession(choose(df, book, limit=3), book, target=10, minimum=5, command="")
     server = LabelServer(session)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = server.url
@@ -236,9 +263,15 @@ def test_the_server_refuses_other_hosts_wrong_tokens_and_clips_it_did_not_choose
         with pytest.raises(PermissionError, match="415"):  # a form post from another site is not JSON
             urlopen(url + "label", method="POST", body=b"id=0&label=angry",
                     headers={"Content-Type": "application/x-www-form-urlencoded"})
-        with pytest.raises(PermissionError, match="400"):
-            urlopen(url + "label", method="POST", body=b'{"id": 0, "label": "../../x"}',
-                    headers={"Content-Type": "application/json"})
+        json_type = {"Content-Type": "application/json"}
+        for body in (b'{"id": 0, "label": "../../x"}', b'[1]', b'{"id": "../x", "label": "angry"}', b'{'):
+            with pytest.raises(PermissionError, match="400"):
+                urlopen(url + "label", method="POST", body=body, headers=json_type)
+        with pytest.raises(PermissionError, match="413"):
+            urlopen(url + "label", method="POST", body=b"{" + b" " * 20_000 + b"}", headers=json_type)
+        urlopen(url + "finish", method="POST", body=b"{}", headers=json_type)
+        with pytest.raises(PermissionError, match="400"):  # a finished session takes no more labels
+            urlopen(url + "label", method="POST", body=b'{"id": 0, "label": "angry"}', headers=json_type)
     finally:
         server.shutdown()
         server.server_close()

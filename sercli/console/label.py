@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-
 
 from . import err, fail
 
@@ -13,13 +13,34 @@ __all__ = ["run_label"]
 def run_label(*, source, labels, classes, per_class, by, strategy, limit, not_in, model, jobs, port,
               open_browser) -> int:
     """``sercli label``: choose the clips, serve the page until Finish or Ctrl-C, print the
-    fine-tuning command."""
+    fine-tuning command. Holds a lock on the label file (:class:`~sercli.output.OutputLock`),
+    so a second session on it is refused."""
+    from ..output import OutputError, OutputLock
+
+    labels = Path(labels)
+    folder = labels.parent if str(labels.parent) else Path(".")
+    if not folder.is_dir():
+        return fail(f"The folder of {labels} does not exist.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return fail(f"The folder of {labels} is not writable.")
+    lock = OutputLock(labels)
+    try:
+        lock.acquire()
+    except OutputError as exc:
+        return fail(str(exc))
+    try:
+        return _label(source=source, labels=labels, classes=classes, per_class=per_class, by=by, strategy=strategy,
+                      limit=limit, not_in=not_in, model=model, jobs=jobs, port=port, open_browser=open_browser)
+    finally:
+        lock.release()
+
+
+def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, model, jobs, port, open_browser) -> int:
     import threading
-    import webbrowser
 
     from ..audio import DecodeError
     from ..label_server import LabelServer, LabelSession
-    from ..labeling import LabelBook, emotion_table, queue, train_command
+    from ..labeling import LabelBook, choose, emotion_table, train_command, without_long_files
     from ..models import ModelNotFound
     from ..output import OutputError
     from ..reports import classes_of
@@ -28,17 +49,21 @@ def run_label(*, source, labels, classes, per_class, by, strategy, limit, not_in
     try:
         with err.status(f"reading {source}" if Path(source).is_file() else f"annotating {source}"):
             table = emotion_table(source, model=model, jobs=jobs)
+        table, n_long = without_long_files(table)
         book = LabelBook(labels, classes or classes_of(table))
-        taken = set()
+        taken: set[tuple] = set()
         for other in not_in:
             if not Path(other).is_file():
                 raise ValueError(f"The label file {other} (--not-in) does not exist.")
             taken |= LabelBook(other, []).done()
-        clips = queue(table, strategy=strategy, by=by, limit=limit, exclude=taken)
+        clips = choose(table, book, strategy=strategy, by=by, limit=limit, exclude=taken)
     except (ValueError, OSError, OutputError, ModelNotFound, DecodeError) as exc:
         return fail(str(exc).rstrip(".") + ".")
+    if n_long:
+        err.print(f"{n_long} files of 30 s or more left out: label their speech regions instead (annotate "
+                  "--segments FILE, then sercli label FILE).", highlight=False)
     if not clips:
-        return fail(f"{source} has no clip to label (no file was classified).")
+        return fail(f"{source} has no clip left to label (none was classified, or all are labelled or left out).")
     command = train_command(table, labels)
     session = LabelSession(clips, book, target=per_class, minimum=MIN_CLIPS_PER_CLASS, command=command)
     try:
@@ -46,16 +71,18 @@ def run_label(*, source, labels, classes, per_class, by, strategy, limit, not_in
     except OSError as exc:
         return fail(f"Cannot listen on 127.0.0.1:{port}: {exc.strerror}.")
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    pending = len(session.pending())
-    err.print(f"{len(clips)} clips chosen, {pending} not labelled yet; labels go to {labels}.\n"
+    err.print(f"{len(clips)} clips chosen, {len(session.pending())} not labelled yet; labels go to {labels}.\n"
               f"Open [bold]{server.url}[/] (Ctrl-C or Finish on the page to stop).", highlight=False)
-    if open_browser:
+    if open_browser and _has_display():
+        import webbrowser
+
         webbrowser.open(server.url)
     try:
         session.finished.wait()
     except KeyboardInterrupt:
         pass
     finally:
+        session.close()
         server.shutdown()
         server.server_close()
     counts = book.counts()
@@ -68,3 +95,11 @@ def run_label(*, source, labels, classes, per_class, by, strategy, limit, not_in
         err.print("Fine-tune with:", highlight=False)
         print(command)
     return 0
+
+
+def _has_display() -> bool:
+    """Whether a graphical browser can open here (not on a headless server, where Python's
+    ``webbrowser`` would start a text browser in this terminal)."""
+    import sys
+
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
