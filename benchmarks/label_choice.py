@@ -15,6 +15,7 @@ classes have those shares (the classes not named share what is left); the test h
 every file. Usage (from the repository root; nothing else running for the timings):
 
     python benchmarks/label_choice.py --k 5 10 --draws 3 --classes anger happiness neutral sadness
+    python benchmarks/label_choice.py --k 5 10 --draws 3 --exact --out benchmarks/label_choice_exact.json
     python benchmarks/label_choice.py --k 5 10 --draws 3 --strategies random spread \
         --shares neutral=0.5 sadness=0.2 happiness=0.15 anger=0.1 --out benchmarks/label_choice_skewed.json
 
@@ -38,14 +39,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learning_curve import MANIFEST, ROOT, corpus_cells, halves, score  # noqa: E402
 
 
-def simulate(order: list, truth: dict[str, str], classes: list[str], k: int) -> tuple[pd.DataFrame, int]:
+def simulate(order: list, truth: dict[str, str], classes: list[str], k: int,
+             exact: bool = False) -> tuple[pd.DataFrame, int]:
     """The labels a person gives going down ``order`` until every class has ``k`` (or the queue
-    ends), and how many clips they listened to."""
+    ends), and how many clips they listened to. With ``exact``, a clip of a class that has its
+    ``k`` already is skipped, so every strategy ends with the same labels per class."""
     counts = dict.fromkeys(classes, 0)
     labelled = []
     for n, clip in enumerate(order, start=1):
         label = truth[clip.path]
-        if label in counts:
+        if label in counts and not (exact and counts[label] >= k):
             counts[label] += 1
             labelled.append({"path": clip.path, "emotion": label})
         if min(counts.values()) >= k:
@@ -77,6 +80,7 @@ def main() -> None:
     ap.add_argument("--manifest", type=Path, default=MANIFEST)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "label_choice.json")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--exact", action="store_true", help="the simulated person skips clips of classes that have k")
     ap.add_argument("--shares", nargs="+", default=[], metavar="CLASS=SHARE",
                     help="shares of classes in the labelled half (natural talk: one class dominates)")
     args = ap.parse_args()
@@ -108,7 +112,7 @@ def main() -> None:
                 test.assign(split="test")[["path", "emotion", "speaker", "split"]].to_csv(tmp / "test.csv", index=False)
                 for k, strategy in todo:
                     order = queue(table, strategy=strategy, by="folder", seed=draw)
-                    labels, listened = simulate(order, truth, args.classes, k)
+                    labels, listened = simulate(order, truth, args.classes, k, exact=args.exact)
                     labels.to_csv(tmp / "labels.csv", index=False)
                     model = tmp / f"model-{strategy}-k{k}"
                     t0 = time.perf_counter()
