@@ -34,15 +34,19 @@ class LabelSession:
     """The clips chosen for labelling, the labels given, and what the page shows next.
 
     ``target``: labels per class to aim for (the page says when every class has them);
-    ``minimum``: what fine-tuning needs at least.
+    ``minimum``: what fine-tuning needs at least; ``purpose``: ``"train"`` (labels to fine-tune
+    on) or ``"test"`` (a test set: the page says how to score with it); ``command``: what to
+    run with the labels.
     """
 
-    def __init__(self, clips: list[Clip], book: LabelBook, *, target: int, minimum: int, command: str) -> None:
+    def __init__(self, clips: list[Clip], book: LabelBook, *, target: int, minimum: int, command: str,
+                 purpose: str = "train") -> None:
         self.clips = clips
         self.book = book
         self.target = target
         self.minimum = minimum
         self.command = command
+        self.purpose = purpose
         self.finished = threading.Event()
         self._lock = threading.Lock()
         self._keys = {book.key(c) for c in clips}
@@ -61,7 +65,7 @@ class LabelSession:
                 "ready": all(counts.get(c, 0) >= self.target for c in self.book.classes),
                 "enough": all(counts.get(c, 0) >= self.minimum for c in self.book.classes),
                 "labelled": sum(counts.values()), "given": len(self.book.rows), "remaining": len(pending),
-                "command": self.command, "clip": None if nxt is None else _describe(nxt)}
+                "command": self.command, "purpose": self.purpose, "clip": None if nxt is None else _describe(nxt)}
 
     def label(self, clip_id: int, label: str | None) -> None:
         """Label (``None``: skip) the clip ``clip_id``; it must be pending. Raises ``ValueError``

@@ -134,12 +134,14 @@ class LabelBook:
     atomically, so closing the page or Ctrl-C loses nothing, and a new session continues.
 
     A segment of a long file is written out as its own WAV clip under ``clips/`` beside the
-    CSV, so the manifest names one clip per row, as ``sercli train`` expects. Columns a user
-    adds (a ``speaker`` column, say) are kept. Raises ``ValueError`` for a file that is not a
+    CSV, so the manifest names one clip per row, as ``sercli train`` expects. ``speaker`` is
+    the clip's group (``--by``), so fine-tuning validates on whole groups; columns a user adds
+    are kept. Raises ``ValueError`` for a file that is not a
     label file and for a class name a CSV reader would take for a missing value.
     """
 
-    COLUMNS = ["path", "emotion", "source", "start_s", "end_s", "predicted"]
+    REQUIRED = ["path", "emotion", "source", "start_s", "end_s", "predicted"]
+    COLUMNS = [*REQUIRED, "speaker"]
 
     def __init__(self, path: str | Path, classes: Iterable[str]) -> None:
         self.path = Path(path)
@@ -152,7 +154,7 @@ class LabelBook:
         self.rows: list[dict] = []
         if self.path.exists():
             df = pd.read_csv(self.path, dtype=str, keep_default_na=False)
-            missing = set(self.COLUMNS) - set(df.columns)
+            missing = set(self.REQUIRED) - set(df.columns)
             if missing:
                 raise ValueError(f"{self.path} is not a label file of sercli label (no {', '.join(sorted(missing))} "
                                  "column); choose another --labels path.")
@@ -182,7 +184,7 @@ class LabelBook:
         else:
             path = os.path.abspath(clip.path)  # the manifest's own folder resolves relative paths
         row = dict.fromkeys(self.columns, "") | {
-            "path": path, "emotion": label or "", "source": clip.path, "predicted": clip.predicted,
+            "path": path, "emotion": label or "", "source": clip.path, "predicted": clip.predicted, "speaker": clip.group,
             "start_s": "" if clip.start_s is None else clip.start_s, "end_s": "" if clip.end_s is None else clip.end_s}
         self._save([*self.rows, row])
         self.rows.append(row)
@@ -248,6 +250,14 @@ def emotion_table(source: str | Path, *, model: str | None = None, jobs: int = -
         return files
     whole = files[~files["path"].isin(long)]  # a short file is one clip; a long one, its segments
     return pd.concat([whole[segments.columns.drop(["start_s", "end_s"])], segments], ignore_index=True)
+
+
+def score_command(source: str | Path, labels: str | Path) -> str:
+    """The ``sercli summarize --truth`` command that scores an emotion table against a test set."""
+    import shlex
+
+    table = str(source) if Path(source).suffix.lower() in TABLE_SUFFIXES else "emotions.parquet"
+    return shlex.join(["sercli", "summarize", table, "--truth", str(labels)])
 
 
 def train_command(table: pd.DataFrame, labels: str | Path, *, out: str = "my-model") -> str:

@@ -33,8 +33,13 @@ class Browser:
                 "--remote-debugging-pipe", "about:blank"]
 
         def on_fds_3_and_4() -> None:  # in the child, before exec: our pipe ends where Chromium expects them
-            os.dup2(to_browser_r, 3)
-            os.dup2(from_browser_w, 4)
+            import fcntl
+
+            # through copies above 9 first: when a pipe end is fd 3 or 4 already, dup2 onto itself
+            # would keep it close-on-exec and Chromium would not get it
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_browser_r, from_browser_w)]
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
 
         self.proc = subprocess.Popen(args, preexec_fn=on_fds_3_and_4, close_fds=False,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -134,8 +134,9 @@ def test_the_label_file_keeps_added_columns_and_a_failed_write_records_nothing(t
 def test_the_page_labels_by_key_presses_undoes_survives_a_reload_and_finishes(table, tmp_path):
     labels = tmp_path / "labels.csv"
     proc, url = start_label(table, labels, "--classes", ",".join(CLASSES), "--by", "folder")
-    browser = Browser(tmp_path / "profile")
+    browser = None
     try:
+        browser = Browser(tmp_path / "profile")
         browser.send("Page.navigate", {"url": url})
         name = "document.getElementById('name').textContent"
         shown = lambda: browser.wait_for(f"{name}.endsWith('.wav') && {name}")  # noqa: E731
@@ -169,13 +170,15 @@ def test_the_page_labels_by_key_presses_undoes_survives_a_reload_and_finishes(ta
         out, err = proc.communicate(timeout=60)
         assert browser.console_errors() == []
     finally:
-        browser.close()
+        if browser is not None:
+            browser.close()
         proc.kill()
     assert proc.returncode == 0, err
     assert "Fine-tuning needs 5 clips per class" in err  # two of each: not enough, and it says so
     rows = pd.read_csv(labels, keep_default_na=False)
     assert len(rows) == 12 and rows["source"].is_unique
     assert all(rows["emotion"] == rows["source"].map(truth))  # every label as pressed, none lost
+    assert set(rows["speaker"]) == {"examples"}  # the --by group: fine-tuning validates on whole groups
 
 
 def test_an_interrupted_session_continues_and_its_labels_fine_tune_a_model(table, tmp_path):
@@ -190,6 +193,13 @@ def test_an_interrupted_session_continues_and_its_labels_fine_tune_a_model(table
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert len(pd.read_csv(labels)) == 5
+
+    test, url = start_label(table, tmp_path / "test.csv", "--not-in", str(labels), "--choose", "random")
+    state = json.loads(urlopen(url + "state"))  # a test set: the clips not labelled for training
+    assert state["purpose"] == "test" and state["remaining"] == 7
+    assert state["command"].startswith(f"sercli summarize {table} --truth ")
+    post(url, "finish", {})
+    assert test.communicate(timeout=60)[0].startswith("sercli summarize")
 
     proc, url = start_label(table, labels, "--classes", "tense,calm", "--per-class", "6")
     state = json.loads(urlopen(url + "state"))
@@ -206,6 +216,8 @@ def test_an_interrupted_session_continues_and_its_labels_fine_tune_a_model(table
     res = run_cli(*command[1:-1], str(model), "--jobs", "1", cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert json.loads((model / "card.json").read_text())["classes"] == ["calm", "tense"]
+    again = run_cli(*command[1:-1], str(model), "--jobs", "1", cwd=ROOT)
+    assert again.returncode == 2 and "holds a model already" in again.stderr  # the model is kept
 
 
 def urlopen(url: str, host: str | None = None, method: str = "GET", body: bytes | None = None,

@@ -40,7 +40,7 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, m
 
     from ..audio import DecodeError
     from ..label_server import LabelServer, LabelSession
-    from ..labeling import LabelBook, choose, emotion_table, train_command, without_long_files
+    from ..labeling import LabelBook, choose, emotion_table, score_command, train_command, without_long_files
     from ..models import ModelNotFound
     from ..output import OutputError
     from ..reports import classes_of
@@ -64,15 +64,19 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, m
                   "--segments FILE, then sercli label FILE).", highlight=False)
     if not clips:
         return fail(f"{source} has no clip left to label (none was classified, or all are labelled or left out).")
-    command = train_command(table, labels)
-    session = LabelSession(clips, book, target=per_class, minimum=MIN_CLIPS_PER_CLASS, command=command)
+    purpose = "test" if not_in else "train"  # clips kept apart from the training labels: a test set
+    command = score_command(source, labels) if purpose == "test" else train_command(table, labels)
+    session = LabelSession(clips, book, target=per_class, minimum=MIN_CLIPS_PER_CLASS, command=command,
+                           purpose=purpose)
     try:
         server = LabelServer(session, port=port)
     except OSError as exc:
         return fail(f"Cannot listen on 127.0.0.1:{port}: {exc.strerror}.")
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    err.print(f"{len(clips)} clips chosen, {len(session.pending())} not labelled yet; labels go to {labels}.\n"
-              f"Open [bold]{server.url}[/] (Ctrl-C or Finish on the page to stop).", highlight=False)
+    err.print(f"{len(clips)} clips chosen, {len(session.pending())} not labelled yet; labels go to {labels}.",
+              highlight=False)
+    err.print(f"Open [bold]{server.url}[/] (Ctrl-C or Finish on the page to stop).", highlight=False,
+              soft_wrap=True)  # the address on one line, whatever the terminal's width
     if open_browser and _has_display():
         import webbrowser
 
@@ -88,7 +92,10 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, m
     counts = book.counts()
     err.print("labels: " + ", ".join(f"{c} {n}" for c, n in counts.items()), highlight=False)
     short = [c for c, n in counts.items() if n < MIN_CLIPS_PER_CLASS]
-    if short:
+    if purpose == "test":
+        err.print("Score an emotion table of these files with (the fine-tuned model's too):", highlight=False)
+        print(command)
+    elif short:
         err.print(f"Fine-tuning needs {MIN_CLIPS_PER_CLASS} clips per class; {', '.join(short)} "
                   f"{'has' if len(short) == 1 else 'have'} fewer. Run the same command again to go on.", highlight=False)
     else:

@@ -93,7 +93,8 @@ def run_summarize(*, results, by, truth, html_out, json_out, csv_out) -> int:
         if scored["ambiguous"]:
             out.print(f"{scored['ambiguous']} rows not matched: their file name belongs to two or more reference "
                       "files (give full paths in the manifest)", highlight=False)
-        out.print(f"agreement with {truth.name}: n = {scored['n']} ({scored['unmatched']} unmatched), "
+        out.print(f"agreement with {truth.name}: n = {scored['n']} rows with a reference label "
+                  f"({scored['unmatched']} rows without one), "
                   f"accuracy {scored['accuracy']:.4f}, UAR {scored['uar']:.4f}, macro-F1 {scored['macro_f1']:.4f}",
                   highlight=False)
         pc = Table(title="per class")

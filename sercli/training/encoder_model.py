@@ -281,12 +281,15 @@ def fine_tune_head(base: str | Path, manifest: str | Path, out: str | Path, *, s
                    command: str = "") -> dict:
     """A new head for the encoder model ``base``, fitted on a few labelled clips (any classes);
     the encoder is copied unchanged. Validation: whole speakers where possible (as ``sercli
-    train --init``). Returns the card."""
+    train --init``). Returns the card. Raises ``ValueError`` (one sentence) for an ``out`` that
+    holds a model already and for a manifest that cannot train (too few clips, one class)."""
     from .options import FINE_TUNING, TrainOptions, manifest_hash, split_rows
 
     t0 = time.time()
     model = load_model(base)
     out = Path(out)
+    if (out / "card.json").exists():  # a fine-tuning takes seconds: nothing to resume, a model to keep
+        raise ValueError(f"{out} holds a model already; choose another --out, or delete it first.")
     df = read_manifest(manifest)
     train, val = split_rows(df, TrainOptions(seed=seed, val_fraction=FINE_TUNING["val_fraction"]))
     out.mkdir(parents=True, exist_ok=True)
