@@ -161,9 +161,10 @@ def label(
     per_class: int = typer.Option(10, "--per-class", help="Labels per class to aim for.", metavar="N"),
     by: Optional[str] = typer.Option(None, "--by", help="Spread the choice over groups: folder, depth:N, a column, "
                                      "or a regex with a group (as summarize --by).", metavar="GROUPING"),
-    strategy: str = typer.Option("spread", "--choose", help="Order of the clips: spread (round robin over predicted "
-                                 "classes and groups), uncertain (the same, least certain first) or random.",
-                                 metavar="spread|uncertain|random"),
+    strategy: str = typer.Option("spread", "--choose", help="Order of the clips: random (a shuffle), groups (round "
+                                 "robin over --by groups), spread (round robin over predicted classes, then groups) "
+                                 "or uncertain (the same, least certain first).",
+                                 metavar="random|groups|spread|uncertain"),
     limit: int = typer.Option(1000, "--limit", min=1, help="Clips not labelled yet to choose at most (the page "
                               "serves the chosen clips only).", metavar="N"),
     not_in: List[Path] = typer.Option([], "--not-in", help="Leave out the clips of this label file (e.g. the "

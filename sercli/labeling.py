@@ -20,10 +20,11 @@ from .reports import classes_of, group_keys
 
 __all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "Clip", "LabelBook", "queue"]
 
-#: ``random``: a shuffle. ``spread``: round robin over predicted classes and groups, at random
-#: within them. ``uncertain``: the same round robin, the least certain rows (smallest margin
-#: between the two most probable classes) first.
-STRATEGIES = ("random", "spread", "uncertain")
+#: ``random``: a shuffle. ``groups``: round robin over groups (``by``), at random within them.
+#: ``spread``: round robin over predicted classes and, within a class, groups, at random within
+#: them. ``uncertain``: the same round robin, the least certain rows (smallest margin between the
+#: two most probable classes) first.
+STRATEGIES = ("random", "groups", "spread", "uncertain")
 DEFAULT_STRATEGY = "spread"
 
 
@@ -68,6 +69,8 @@ def queue(table: pd.DataFrame, *, strategy: str = DEFAULT_STRATEGY, by: str | No
     rng = np.random.default_rng(seed)
     if strategy == "random":
         order = rng.permutation(len(rows))
+    elif strategy == "groups":
+        order = _round_robin(np.full(len(rows), ""), groups.astype(str).to_numpy(), rng.permutation(len(rows)))
     else:
         tiebreak = rng.random(len(rows))
         key = margin if strategy == "uncertain" else tiebreak
