@@ -161,7 +161,7 @@ def label(
     per_class: int = typer.Option(10, "--per-class", help="Labels per class to aim for.", metavar="N"),
     by: Optional[str] = typer.Option(None, "--by", help="Spread the choice over groups: folder, depth:N, a column, "
                                      "or a regex with a group (as summarize --by).", metavar="GROUPING"),
-    strategy: str = typer.Option("spread", "--choose", help="Order of the clips: random (a shuffle), groups (round "
+    strategy: str = typer.Option("groups", "--choose", help="Order of the clips: random (a shuffle), groups (round "
                                  "robin over --by groups), spread (round robin over predicted classes, then groups) "
                                  "or uncertain (the same, least certain first).",
                                  metavar="random|groups|spread|uncertain"),

@@ -25,7 +25,7 @@ __all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "Clip", "LabelBook", "queue"]
 #: them. ``uncertain``: the same round robin, the least certain rows (smallest margin between the
 #: two most probable classes) first.
 STRATEGIES = ("random", "groups", "spread", "uncertain")
-DEFAULT_STRATEGY = "spread"
+DEFAULT_STRATEGY = "groups"
 
 
 @dataclass(frozen=True)
