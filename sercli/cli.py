@@ -159,8 +159,10 @@ def label(
     classes: Optional[str] = typer.Option(None, "--classes", help="Your label set, comma-separated (any names; "
                                           "default: the model's classes).", metavar="A,B,..."),
     per_class: int = typer.Option(10, "--per-class", help="Labels per class to aim for.", metavar="N"),
-    by: Optional[str] = typer.Option(None, "--by", help="Spread the choice over groups: folder, depth:N, a column, "
-                                     "or a regex with a group (as summarize --by).", metavar="GROUPING"),
+    by: Optional[str] = typer.Option(None, "--by", help="Groups (speakers, calls) to take turns in the choice and to "
+                                     "write as each clip's speaker, so fine-tuning validates on whole groups: "
+                                     "folder, depth:N, a column, or a regex with a group (as summarize --by).",
+                                     metavar="GROUPING"),
     strategy: str = typer.Option("groups", "--choose", help="Order of the clips: random (a shuffle), groups (round "
                                  "robin over --by groups), spread (round robin over predicted classes, then groups) "
                                  "or uncertain (the same, least certain first).",
