@@ -171,6 +171,8 @@ def label(
                               "serves the chosen clips only).", metavar="N"),
     not_in: List[Path] = typer.Option([], "--not-in", help="Leave out the clips of this label file (e.g. the "
                                       "training labels, when labelling a test set); repeatable.", metavar="FILE"),
+    test: bool = typer.Option(False, "--test", help="Label a test set: the page and the end print the summarize "
+                              "--truth command that scores a table with it, not a training command."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model to annotate a folder with.",
                               metavar="NAME|DIR"),
     jobs: int = typer.Option(-1, "--jobs", "-j", help="Worker processes for annotating a folder.", metavar="N"),
@@ -186,7 +188,8 @@ def label(
 
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     raise typer.Exit(run_label(source=source, labels=labels, classes=names, per_class=per_class, by=by,
-                               strategy=strategy, limit=limit, not_in=not_in, model=model, jobs=jobs, port=port,
+                               strategy=strategy, limit=limit, not_in=not_in, test=test, model=model, jobs=jobs,
+                               port=port,
                                open_browser=open_browser))
 
 

@@ -140,7 +140,7 @@ def read_labels_csv(path: str | Path, *, label_column: str = "emotion") -> pd.Da
     if label_column != "emotion":
         df = df.drop(columns=["emotion"], errors="ignore").rename(columns={label_column: "emotion"})
     base = Path(os.path.abspath(path)).parent
-    df["path"] = [p if Path(p).is_absolute() else str(base / p) for p in df["path"]]
+    df["path"] = [p if not isinstance(p, str) or Path(p).is_absolute() else str(base / p) for p in df["path"]]
     return df
 
 

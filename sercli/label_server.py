@@ -184,8 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length", 0))
         except ValueError:
             length = -1
-        if not 0 <= length <= MAX_BODY:
-            self.close_connection = True  # the body is not read: the connection cannot carry another request
+        if not 0 <= length <= MAX_BODY or "Transfer-Encoding" in self.headers:
             return self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE if length > MAX_BODY else HTTPStatus.BAD_REQUEST,
                                 "a JSON body of at most 10 kB")
         from .audio import DecodeError
@@ -196,8 +195,10 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
             if route == "label":
-                label = body.get("label")
-                session.label(int(body["id"]), None if label is None else str(label))
+                label, clip_id = body.get("label"), body.get("id")
+                if not isinstance(clip_id, int) or isinstance(clip_id, bool):
+                    raise ValueError("the clip id must be a whole number")
+                session.label(clip_id, None if label is None else str(label))
             elif route == "undo":
                 session.undo()
             elif route == "finish":  # answered first: the command stops serving once the event is set
@@ -206,10 +207,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             else:
                 return self._refuse(HTTPStatus.NOT_FOUND, "no such action")
-        except (ValueError, KeyError, TypeError) as exc:
-            return self._refuse(HTTPStatus.BAD_REQUEST, str(exc))
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            return self._refuse(HTTPStatus.BAD_REQUEST, str(exc) or "a malformed request")
         except (OSError, DecodeError) as exc:  # the label file cannot be written, a segment not cut: nothing recorded
             return self._refuse(HTTPStatus.INTERNAL_SERVER_ERROR, f"the label was not saved: {exc}")
+        except Exception as exc:  # never a traceback in the user's terminal, always an answer
+            return self._refuse(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
         self._json(session.state())
 
     def _route(self) -> str | None:
@@ -245,6 +248,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, json.dumps(data).encode(), "application/json")
 
     def _refuse(self, status: HTTPStatus, reason: str) -> None:
+        if self.command == "POST":  # its body may be unread: it must not be taken for the next request
+            self.close_connection = True
         self._send(status, json.dumps({"error": reason}).encode(), "application/json")
 
     def _send(self, status: HTTPStatus, body: bytes, kind: str) -> None:

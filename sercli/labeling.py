@@ -182,8 +182,8 @@ class LabelBook:
         nothing is recorded."""
         if label is not None and label not in self.classes:
             raise ValueError(f"{label!r} is not one of the classes ({', '.join(self.classes)}).")
-        if clip.start_s is not None:  # a segment: its own clip when labelled; no file name when skipped
-            path = self._cut(clip).relative_to(self.path.parent).as_posix() if label is not None else ""
+        if clip.start_s is not None and label is not None:  # a labelled segment: its own clip
+            path = self._cut(clip).relative_to(self.path.parent).as_posix()
         else:
             path = os.path.abspath(clip.path)  # the manifest's own folder resolves relative paths
         row = dict.fromkeys(self.columns, "") | {

@@ -10,7 +10,7 @@ from . import err, fail
 __all__ = ["run_label"]
 
 
-def run_label(*, source, labels, classes, per_class, by, strategy, limit, not_in, model, jobs, port,
+def run_label(*, source, labels, classes, per_class, by, strategy, limit, not_in, test, model, jobs, port,
               open_browser) -> int:
     """``sercli label``: choose the clips, serve the page until Finish or Ctrl-C, print the
     fine-tuning command. Holds a lock on the label file (:class:`~sercli.output.OutputLock`),
@@ -28,14 +28,17 @@ def run_label(*, source, labels, classes, per_class, by, strategy, limit, not_in
         lock.acquire()
     except OutputError as exc:
         return fail(str(exc))
+    lock.claim()  # this session's pid in the lock file, also over one left by a killed session
     try:
         return _label(source=source, labels=labels, classes=classes, per_class=per_class, by=by, strategy=strategy,
-                      limit=limit, not_in=not_in, model=model, jobs=jobs, port=port, open_browser=open_browser)
+                      limit=limit, not_in=not_in, test=test, model=model, jobs=jobs, port=port,
+                      open_browser=open_browser)
     finally:
         lock.release()
 
 
-def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, model, jobs, port, open_browser) -> int:
+def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, test, model, jobs, port,
+           open_browser) -> int:
     import threading
 
     from ..audio import DecodeError
@@ -64,7 +67,7 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, m
                   "--segments FILE, then sercli label FILE).", highlight=False)
     if not clips:
         return fail(f"{source} has no clip left to label (none was classified, or all are labelled or left out).")
-    purpose = "test" if not_in else "train"  # clips kept apart from the training labels: a test set
+    purpose = "test" if test else "train"
     command = score_command(source, labels) if purpose == "test" else train_command(table, labels)
     session = LabelSession(clips, book, target=per_class, minimum=MIN_CLIPS_PER_CLASS, command=command,
                            purpose=purpose)
