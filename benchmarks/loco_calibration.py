@@ -57,7 +57,8 @@ def main() -> None:
     args = ap.parse_args()
     summary = json.loads(args.results.read_text()) if args.results else measure(args)
     if args.record:
-        record(summary, args.record, "python " + " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]))
+        command = "python " + " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+        record(summary, args.record, command, measured=args.results is None)
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -96,8 +97,9 @@ def measure(args: argparse.Namespace) -> dict:
     return summary
 
 
-def record(summary: dict, model_dir: Path, command: str) -> None:
-    """The factor with the lowest mean held-out ECE, into ``model_dir``'s card (``calibration``)."""
+def record(summary: dict, model_dir: Path, command: str, *, measured: bool) -> None:
+    """The factor with the lowest mean held-out ECE, into ``model_dir``'s card (``calibration``).
+    ``measured``: ``command`` measured the summary too (else the card keeps the command that did)."""
     from sercli.models import write_card
 
     loco = pd.DataFrame(summary["ece_by_scale"])  # rows: held-out corpora; columns: factors
@@ -112,7 +114,7 @@ def record(summary: dict, model_dir: Path, command: str) -> None:
            + " / ".join(f"{held[c]:.3f}" for c in loco.index) + f" (mean {summary['mean_held_out_ece']:.3f})")
     card = json.loads((model_dir / "card.json").read_text())
     old = card.get("calibration") or {}
-    measured_by = old.get("measured_by") or old.get("command") if "--results" in command else command
+    measured_by = command if measured else old.get("measured_by") or old.get("command")
     card["calibration"] = {"off_domain_scale": float(best), "how": how, "command": command,
                            "measured_by": measured_by,
                            "ece_by_scale": {k: round(float(v), 4) for k, v in mean.items()}}

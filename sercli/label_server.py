@@ -17,6 +17,7 @@ from functools import lru_cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class LabelSession:
         return {"classes": self.book.classes, "counts": counts, "target": self.target, "minimum": self.minimum,
                 "ready": all(counts.get(c, 0) >= self.target for c in self.book.classes),
                 "enough": all(counts.get(c, 0) >= self.minimum for c in self.book.classes),
-                "labelled": sum(counts.values()), "given": len(self.book.rows), "remaining": len(pending),
+                "labelled": sum(counts.values()), "remaining": len(pending),
                 "command": self.command, "purpose": self.purpose, "clip": None if nxt is None else _describe(nxt)}
 
     def label(self, clip_id: int, label: str | None) -> None:
@@ -100,11 +101,9 @@ class LabelSession:
 
 
 def _describe(clip: Clip) -> dict:
-    from pathlib import Path
-
     return {"id": clip.id, "name": Path(clip.path).name, "folder": Path(clip.path).parent.name,
             "start_s": clip.start_s, "end_s": clip.end_s, "predicted": clip.predicted,
-            "confidence": round(clip.confidence, 3), "group": clip.group}
+            "confidence": round(clip.confidence, 3)}
 
 
 _decoding = threading.Lock()

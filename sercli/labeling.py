@@ -94,10 +94,9 @@ def choose(table: pd.DataFrame, book: "LabelBook", *, strategy: str = DEFAULT_ST
 
     done = book.done()
     clips = queue(table, strategy=strategy, by=by, exclude=exclude)
-    pending = {book.key(c) for c in clips if book.key(c) not in done}
-    first = set(list(dict.fromkeys(book.key(c) for c in clips if book.key(c) in pending))[:limit])
-    chosen = [c for c in clips if book.key(c) in done or book.key(c) in first]
-    return [replace(c, id=i) for i, c in enumerate(chosen)]
+    todo = [c for c in clips if book.key(c) not in done][:limit]
+    keep = done | {book.key(c) for c in todo}
+    return [replace(c, id=i) for i, c in enumerate(c for c in clips if book.key(c) in keep)]
 
 
 def without_long_files(table: pd.DataFrame, *, max_s: float = 30.0) -> tuple[pd.DataFrame, int]:
@@ -169,7 +168,7 @@ class LabelBook:
 
     def done(self) -> set[tuple]:
         """Keys of the clips labelled or skipped so far."""
-        return {_key(r["source"], r["start_s"]) for r in self.rows}
+        return {_row_key(r) for r in self.rows}
 
     def counts(self) -> dict[str, int]:
         """Clips labelled per class (the book's classes first, then any other label met)."""
@@ -198,7 +197,7 @@ class LabelBook:
         wanted = None if keys is None else set(keys)
         for i in range(len(self.rows) - 1, -1, -1):
             row = self.rows[i]
-            if wanted is None or _key(row["source"], row["start_s"]) in wanted:
+            if wanted is None or _row_key(row) in wanted:
                 self._save(self.rows[:i] + self.rows[i + 1:])
                 del self.rows[i]
                 return row
@@ -232,6 +231,11 @@ def _key(path: str, start_s) -> tuple:
     return (str(path), None if start_s in ("", None) or pd.isna(start_s) else round(float(start_s), 2))
 
 
+def _row_key(row: dict) -> tuple:
+    """The :func:`_key` of a label file's row: its clip's source and start."""
+    return _key(row["source"], row["start_s"])
+
+
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
 
 
@@ -246,13 +250,13 @@ def emotion_table(source: str | Path, *, model: str | None = None, jobs: int = -
     if Path(source).suffix.lower() in TABLE_SUFFIXES and Path(source).is_file():
         return read_results(source)
     result = annotate(source, model=model or DEFAULT_MODEL, segments=True, jobs=jobs)
-    files = result.files
-    long = set(result.segments.groupby("path").size().loc[lambda n: n > 1].index)
-    segments = result.segments[result.segments["path"].isin(long)]
+    files, segments = result.files, result.segments
+    long = set(segments.groupby("path").size().loc[lambda n: n > 1].index)
     if not long:
         return files
     whole = files[~files["path"].isin(long)]  # a short file is one clip; a long one, its segments
-    return pd.concat([whole[segments.columns.drop(["start_s", "end_s"])], segments], ignore_index=True)
+    return pd.concat([whole[segments.columns.drop(["start_s", "end_s"])], segments[segments["path"].isin(long)]],
+                     ignore_index=True)
 
 
 def score_command(source: str | Path, labels: str | Path) -> str:

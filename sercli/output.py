@@ -27,6 +27,7 @@ __all__ = [
     "OutputError",
     "atomic_path",
     "check_location",
+    "check_writable",
     "read_table",
     "table_metadata",
     "typed_frame",
@@ -184,6 +185,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
 def check_location(path: Path) -> None:
     """Fail early (before any work) if ``path`` cannot be written at all (format, folder, permissions)."""
     writer_for(path)
+    check_writable(path)
+
+
+def check_writable(path: Path) -> None:
+    """Raise :class:`OutputError` (one sentence) unless a file can be written at ``path``: its
+    folder exists and is writable, and ``path`` is not a folder."""
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise OutputError(f"The output folder {parent} does not exist.")

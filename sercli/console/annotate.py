@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from . import err, fail
+from . import err, fail, holding_lock
 from .reports import shares_table, summary_table
 
 if TYPE_CHECKING:
@@ -22,26 +22,15 @@ __all__ = ["run_annotate"]
 def run_annotate(*, output, **kwargs) -> int:
     """``sercli annotate``; returns the exit status. Holds the output's lock (:class:`~sercli.output.OutputLock`)
     for the whole run, so a second run on the same output is refused."""
-    from ..output import OutputError, OutputLock
-
     if output == "-":
         return _annotate(output=output, lock=None, **kwargs)
-    lock = OutputLock(Path(output))
-    try:
-        lock.acquire()
-    except OutputError as exc:
-        return fail(str(exc))
-    try:
-        return _annotate(output=output, lock=lock, **kwargs)
-    finally:
-        lock.release()
+    return holding_lock(Path(output), lambda lock: _annotate(output=output, lock=lock, **kwargs))
 
 
 def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, calibration, adapt, include,
               exclude, overwrite, resume, backend, scheduler, quiet, lock) -> int:
     import os
 
-    from ..adaptation import TooFewFiles
     from ..batch import annotate_to_file, plan_output
     from ..discovery import discover
     from ..models import ModelNotFound
@@ -77,7 +66,7 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
     if job.options.adapt == "corpus":
         try:
             _adapt(job, paths, plan, jobs=resolve_jobs(jobs), quiet=quiet)
-        except (TooFewFiles, ValueError) as exc:
+        except ValueError as exc:  # TooFewFiles (asked for corpus, too few files), a resumed shift that does not fit
             _shutdown(executor_factory)
             return fail(str(exc))
         except BaseException:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import err, fail
+from . import err, fail, holding_lock
 
 __all__ = ["run_label"]
 
@@ -15,26 +15,21 @@ def run_label(*, source, labels, classes, per_class, by, strategy, limit, not_in
     """``sercli label``: choose the clips, serve the page until Finish or Ctrl-C, print the
     fine-tuning command. Holds a lock on the label file (:class:`~sercli.output.OutputLock`),
     so a second session on it is refused."""
-    from ..output import OutputError, OutputLock
+    from ..output import OutputError, check_writable
 
     labels = Path(labels)
-    folder = labels.parent if str(labels.parent) else Path(".")
-    if not folder.is_dir():
-        return fail(f"The folder of {labels} does not exist.")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return fail(f"The folder of {labels} is not writable.")
-    lock = OutputLock(labels)
     try:
-        lock.acquire()
+        check_writable(labels)
     except OutputError as exc:
         return fail(str(exc))
-    lock.claim()  # this session's pid in the lock file, also over one left by a killed session
-    try:
+
+    def session(lock) -> int:
+        lock.claim()  # this session's pid in the lock file, also over one left by a killed session
         return _label(source=source, labels=labels, classes=classes, per_class=per_class, by=by, strategy=strategy,
                       limit=limit, not_in=not_in, test=test, model=model, jobs=jobs, port=port,
                       open_browser=open_browser)
-    finally:
-        lock.release()
+
+    return holding_lock(labels, session)
 
 
 def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, test, model, jobs, port,
