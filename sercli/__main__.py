@@ -1,3 +1,3 @@
-from .cli import app
+from .cli import cli
 
-app(prog_name="sercli")
+cli()

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import (N_MANY, ROOT, SEGFAULT_HOOK, example_files, python_hook, run_cli, speech, start_cli,
-                      wait_for_rows, write)
+from conftest import (N_MANY, ROOT, SEGFAULT_HOOK, default_sigint, example_files, python_hook, run_cli, speech,
+                      start_cli, wait_for_rows, write)
 from sercli.tables import PROB_COLUMNS
 
 
@@ -330,3 +330,17 @@ def test_the_output_folder_is_fsynced_after_the_rename(tmp_path, monkeypatch):
     monkeypatch.setattr(output.os, "replace", lambda a, b: (events.append("rename"), real_replace(a, b))[1])
     output.write_text_atomic(tmp_path / "t.csv", "a\n1\n")
     assert events == ["fsync file", "rename", "fsync folder"]
+
+
+def test_a_ctrl_c_after_the_command_has_finished_changes_neither_its_status_nor_its_output(model, tmp_path):
+    """A Ctrl-C while the interpreter stops the worker pools, after the table is written (here
+    sent by the process to itself at exit), used to print a traceback or end it as killed by
+    SIGINT; the command's own status stands."""
+    out = tmp_path / "e.csv"
+    at_exit_ctrl_c = ("import atexit, os, signal; atexit.register(os.kill, os.getpid(), signal.SIGINT); "
+                      "from sercli.cli import cli; cli()")
+    res = subprocess.run([sys.executable, "-c", at_exit_ctrl_c, "annotate", *map(str, example_files()[:4]),
+                          "-m", model, "-o", str(out), "-q", "-j", "2"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=default_sigint)
+    assert res.returncode == 0 and res.stderr == "", (res.returncode, res.stderr)
+    assert len(pd.read_csv(out)) == 4
