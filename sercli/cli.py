@@ -6,7 +6,6 @@ Nothing heavy is imported at module level, so ``sercli --help`` stays fast.
 from __future__ import annotations
 
 import shlex
-import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -35,7 +34,7 @@ def _flags_without_type() -> None:
 
 _flags_without_type()
 
-__all__ = ["app", "cli"]
+__all__ = ["app"]
 
 app = typer.Typer(
     add_completion=False,
@@ -43,19 +42,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Speech emotion recognition for folders of recorded speech.",
 )
-
-
-def cli() -> None:
-    """The ``sercli`` command: the typer app, then a quiet exit.
-
-    Once a command has returned, its tables are written and its exit status is known; a
-    Ctrl-C while the interpreter then stops the worker pools is ignored, so it neither
-    prints a traceback nor turns that status into "killed by SIGINT".
-    """
-    try:
-        app(prog_name="sercli")
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _version(value: bool) -> None:

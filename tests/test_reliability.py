@@ -338,9 +338,27 @@ def test_a_ctrl_c_after_the_command_has_finished_changes_neither_its_status_nor_
     SIGINT; the command's own status stands."""
     out = tmp_path / "e.csv"
     at_exit_ctrl_c = ("import atexit, os, signal; atexit.register(os.kill, os.getpid(), signal.SIGINT); "
-                      "from sercli.cli import cli; cli()")
+                      "from sercli.__main__ import main; main()")
     res = subprocess.run([sys.executable, "-c", at_exit_ctrl_c, "annotate", *map(str, example_files()[:4]),
                           "-m", model, "-o", str(out), "-q", "-j", "2"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=default_sigint)
     assert res.returncode == 0 and res.stderr == "", (res.returncode, res.stderr)
     assert len(pd.read_csv(out)) == 4
+
+
+def test_a_ctrl_c_while_the_command_loads_ends_it_with_one_line_and_status_130(tmp_path):
+    """Python takes a noticeable moment to load typer, numpy and the rest; a Ctrl-C then is an
+    interrupt of a command that has not started, not a traceback."""
+    ctrl_c_at_import = ("import os, signal, sys\n"
+                        "class CtrlC:\n"
+                        "    def find_spec(self, name, path=None, target=None):\n"
+                        "        if name == 'typer':\n"
+                        "            os.kill(os.getpid(), signal.SIGINT)\n"
+                        "sys.meta_path.insert(0, CtrlC())\n"
+                        "from sercli.__main__ import main; main()")
+    res = subprocess.run([sys.executable, "-c", ctrl_c_at_import, "annotate", str(example_files()[0]),
+                          "-o", str(tmp_path / "e.csv")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=default_sigint)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    assert res.stderr.count("\n") == 1 and "interrupted" in res.stderr and "Traceback" not in res.stderr
+    assert list(tmp_path.iterdir()) == []
