@@ -79,17 +79,16 @@ def decode(path: str | Path, *, sample_rate: int, max_duration_s: float | None =
 def read_span(path: str | Path, start_s: float | None = None, end_s: float | None = None, *,
               sample_rate: int = 16000) -> tuple[np.ndarray, int]:
     """``(samples (n,), sample_rate)``: mono float32 of ``path`` from ``start_s`` to ``end_s``
-    (the whole file when they are ``None``), decoded block by block and stopped at ``end_s``,
-    so a minute of a 4-hour file costs a minute's memory. Raises :class:`DecodeError`."""
-    first = int(round((start_s or 0.0) * sample_rate))
-    last = None if end_s is None else int(round(end_s * sample_rate))
+    (the whole file when they are ``None``). Decoding starts at ``start_s`` (a seek, not a
+    decode from the start) and stops at ``end_s``, so a minute near the end of a 4-hour file
+    costs a minute's time and memory. Raises :class:`DecodeError`."""
+    offset_s = max(start_s or 0.0, 0.0)
+    todo = None if end_s is None else max(int(round((end_s - offset_s) * sample_rate)), 0)
     parts, seen = [], 0
-    for block in open_audio(path, sample_rate=sample_rate, block_s=10.0).blocks():
-        lo, hi = max(first - seen, 0), len(block) if last is None else min(last - seen, len(block))
-        if hi > lo:
-            parts.append(block[lo:hi])
+    for block in open_audio(path, sample_rate=sample_rate, block_s=10.0, offset_s=offset_s).blocks():
+        parts.append(block if todo is None else block[: max(todo - seen, 0)])
         seen += len(block)
-        if last is not None and seen >= last:
+        if todo is not None and seen >= todo:
             break
     return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), sample_rate
 
@@ -107,7 +106,8 @@ class AudioStream:
     ``sample_rate`` (about ``block_s`` seconds each), so memory does not depend on the file's length.
 
     ``source_rate``, ``channels`` and ``frames`` (0 when unknown) describe the original file.
-    Errors met while reading raise :class:`DecodeError`.
+    ``offset_s`` seconds at the start are skipped by seeking. Errors met while reading raise
+    :class:`DecodeError`.
     """
 
     path: Path
@@ -117,10 +117,11 @@ class AudioStream:
     frames: int
     max_duration_s: float | None = None
     block_s: float = 60.0
+    offset_s: float = 0.0
 
     def blocks(self) -> Iterator[np.ndarray]:
         if self.path.suffix.lower() in FFMPEG_EXTENSIONS:
-            raw = _ffmpeg_blocks(self.path, self.sample_rate, self.max_duration_s, self.block_s)
+            raw = _ffmpeg_blocks(self.path, self.sample_rate, self.max_duration_s, self.block_s, self.offset_s)
         else:
             raw = _sndfile_blocks(self)
         for block in raw:
@@ -157,7 +158,7 @@ class ArrayAudio:
 
 
 def open_audio(path: str | Path, *, sample_rate: int, max_duration_s: float | None = None,
-               block_s: float = 60.0) -> AudioStream:
+               block_s: float = 60.0, offset_s: float = 0.0) -> AudioStream:
     """Check ``path`` and read its header; see :class:`AudioStream`. Raises :class:`DecodeError`."""
     path = Path(path)
     _check_readable(path)
@@ -165,7 +166,8 @@ def open_audio(path: str | Path, *, sample_rate: int, max_duration_s: float | No
         if shutil.which("ffmpeg") is None:
             raise DecodeError("unsupported", f"Reading {path.suffix.lower()} files needs ffmpeg, which is not installed.")
         source_rate, channels = _ffprobe_format(path)
-        return AudioStream(path, sample_rate, source_rate or sample_rate, channels or 1, 0, max_duration_s, block_s)
+        return AudioStream(path, sample_rate, source_rate or sample_rate, channels or 1, 0, max_duration_s, block_s,
+                           offset_s)
     import soundfile as sf
 
     try:
@@ -178,7 +180,7 @@ def open_audio(path: str | Path, *, sample_rate: int, max_duration_s: float | No
     if max_duration_s is not None and frames > max_duration_s * source_rate:
         raise DecodeError("too_long", f"The file is {frames / source_rate:.0f} s long, over the "
                           f"{max_duration_s:.0f} s limit.")
-    return AudioStream(path, sample_rate, source_rate, channels, frames, max_duration_s, block_s)
+    return AudioStream(path, sample_rate, source_rate, channels, frames, max_duration_s, block_s, offset_s)
 
 
 def _check_readable(path: Path) -> None:
@@ -210,6 +212,9 @@ def _sndfile_blocks(stream: AudioStream) -> Iterator[np.ndarray]:
     block_frames = max(1024, int(stream.block_s * stream.source_rate))
     try:
         with sf.SoundFile(os.fsencode(stream.path)) as fh:
+            if stream.offset_s > 0:
+                start = int(round(stream.offset_s * stream.source_rate))
+                fh.seek(min(start, stream.frames) if stream.frames else start)
             resampler = None
             if stream.source_rate != stream.sample_rate:
                 resampler = soxr.ResampleStream(stream.source_rate, stream.sample_rate, 1, dtype="float32",
@@ -238,9 +243,14 @@ def _sndfile_message(exc: Exception) -> str:
     return "The audio data is corrupt or truncated and could not be decoded."
 
 
-def _ffmpeg_blocks(path: Path, sample_rate: int, max_duration_s: float | None, block_s: float) -> Iterator[np.ndarray]:
-    """ffmpeg decodes to 32-bit float mono at ``sample_rate`` on a pipe, read block by block."""
-    cmd = [shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-v", "error", "-i", str(path)]
+def _ffmpeg_blocks(path: Path, sample_rate: int, max_duration_s: float | None, block_s: float,
+                   offset_s: float = 0.0) -> Iterator[np.ndarray]:
+    """ffmpeg decodes to 32-bit float mono at ``sample_rate`` on a pipe, read block by block
+    (from ``offset_s``: an input seek, sample-exact for audio)."""
+    cmd = [shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-v", "error"]
+    if offset_s > 0:
+        cmd += ["-ss", f"{offset_s:.6f}"]
+    cmd += ["-i", str(path)]
     if max_duration_s is not None:
         cmd += ["-t", str(max_duration_s + 1)]
     cmd += ["-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "-"]
