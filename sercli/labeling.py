@@ -18,7 +18,8 @@ import pandas as pd
 from .output import atomic_path, write_text_atomic
 from .reports import classes_of, group_keys
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "Clip", "LabelBook", "queue"]
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "Clip", "LabelBook", "annotation_cache", "choose", "emotion_table", "queue",
+           "score_command", "train_command", "without_long_files"]
 
 #: ``random``: a shuffle. ``groups``: round robin over groups (``by``), at random within them.
 #: ``spread``: round robin over predicted classes and, within a class, groups, at random within
@@ -239,24 +240,61 @@ def _row_key(row: dict) -> tuple:
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
 
 
-def emotion_table(source: str | Path, *, model: str | None = None, jobs: int = -1) -> pd.DataFrame:
+def annotation_cache(labels: Path) -> Path:
+    """Where ``sercli label`` keeps its annotation of a folder: next to the label file
+    (``labels.csv`` → ``labels.emotions.parquet``)."""
+    return labels.with_name(f"{labels.stem}.emotions.parquet")
+
+
+def emotion_table(source: str | Path, *, model: str | None = None, jobs: int = -1,
+                  cache: Path | None = None) -> pd.DataFrame:
     """The emotion table to choose from: ``source`` read, when it is a table ``sercli annotate``
     wrote (files or segments); else ``source`` (a folder or an audio file) annotated now,
-    with long files split into segments."""
+    with long files split into segments.
+
+    With ``cache``, the annotation of a folder is kept there (a Parquet emotion table) and the
+    next call annotates only files it does not hold yet, with the corpus statistics of the
+    first (``adapt``), so labelling a large folder over several sessions classifies each file
+    once. Rows of files gone from ``source``, or made by another model, are dropped.
+    """
+    from .discovery import discover
     from .models import DEFAULT_MODEL
-    from .pipeline import annotate
+    from .output import read_table, write_atomic
     from .reports import read_results
 
     if Path(source).suffix.lower() in TABLE_SUFFIXES and Path(source).is_file():
         return read_results(source)
-    result = annotate(source, model=model or DEFAULT_MODEL, segments=True, jobs=jobs)
+    model = str(model or DEFAULT_MODEL)
+    paths = discover([str(source)])
+    known = read_table(cache) if cache is not None and cache.is_file() else pd.DataFrame(columns=["path", "model"])
+    known = known[known["path"].isin(paths) & (known["model"] == model)]
+    new = [p for p in paths if p not in set(known["path"])]
+    if not new:
+        return known.reset_index(drop=True)
+    info = {k: known.attrs[k] for k in ("adapt", "shift") if len(known) and k in known.attrs}
+    table, info = _annotated(new, model=model, jobs=jobs, **info)
+    if len(known):
+        table = pd.concat([known, table], ignore_index=True)
+    if cache is not None:
+        write_atomic([table], cache, {"source": str(source), "model": model, **info})
+    return table
+
+
+def _annotated(paths: list[str], *, model: str, jobs: int, adapt: str = "auto",
+               shift: list[float] | None = None) -> tuple[pd.DataFrame, dict]:
+    """``paths`` annotated (one row per short file, the segments of each long one), and the
+    ``adapt`` and ``shift`` they were annotated with."""
+    from .pipeline import annotate
+
+    result = annotate(paths, model=model, segments=True, jobs=jobs, adapt=adapt, shift=shift)
+    info = {"adapt": result.info["adapt"], "shift": result.info.get("shift")}
     files, segments = result.files, result.segments
     long = set(segments.groupby("path").size().loc[lambda n: n > 1].index)
     if not long:
-        return files
+        return files, info
     whole = files[~files["path"].isin(long)]  # a short file is one clip; a long one, its segments
     return pd.concat([whole[segments.columns.drop(["start_s", "end_s"])], segments[segments["path"].isin(long)]],
-                     ignore_index=True)
+                     ignore_index=True), info
 
 
 def score_command(source: str | Path, labels: str | Path) -> str:

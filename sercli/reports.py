@@ -211,7 +211,9 @@ def agreement(df: pd.DataFrame, truth: pd.DataFrame, classes: list[str] | None =
     """Agreement of predicted ``emotion`` with reference labels (``truth``: path, emotion).
 
     Paths are matched exactly, then by file name (a name that two reference files share is not
-    matched by name: it would label the other file wrongly). With ``classes`` (the table's),
+    matched by name: it would label the other file wrongly). Rows of a segments table are also
+    matched by their file and start (to 0.01 s) with the ``source`` and ``start_s`` of a label
+    file's segment rows (``sercli label`` on segments: their ``path`` is the cut clip). With ``classes`` (the table's),
     the labels are mapped to them first (:func:`map_labels`). Returns :func:`scores`,
     ``unmatched`` (predicted rows without a label), ``ambiguous`` (of those, rows whose file
     name is shared) and ``mapped`` (the labels renamed). Reference rows without a label (clips
@@ -225,6 +227,8 @@ def agreement(df: pd.DataFrame, truth: pd.DataFrame, classes: list[str] | None =
         mapped = m[1]
     t = truth.set_index("path")["emotion"]
     y_true = pred["path"].map(t)
+    if "start_s" in pred and {"source", "start_s"} <= set(truth):
+        y_true = y_true.fillna(_span_labels(pred, truth))
     missing = y_true.isna()
     ambiguous = 0
     if missing.any():
@@ -238,6 +242,14 @@ def agreement(df: pd.DataFrame, truth: pd.DataFrame, classes: list[str] | None =
     yt = y_true[mask].astype(str).to_numpy()
     yp = pred.loc[mask, "emotion"].astype(str).to_numpy()
     return scores(yt, yp) | {"unmatched": int((~mask).sum()), "ambiguous": ambiguous, "mapped": mapped}
+
+
+def _span_labels(pred: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
+    """Labels of ``pred``'s segment rows from the label file's segment rows, by (file, start)."""
+    seg = truth[truth["source"].notna() & pd.to_numeric(truth["start_s"], errors="coerce").notna()]
+    spans = dict(zip(zip(seg["source"].astype(str), pd.to_numeric(seg["start_s"]).round(2)), seg["emotion"]))
+    keys = zip(pred["path"].astype(str), pd.to_numeric(pred["start_s"], errors="coerce").round(2))
+    return pd.Series([spans.get(k) for k in keys], index=pred.index, dtype=object)
 
 
 def class_order(labels) -> list[str]:

@@ -295,3 +295,47 @@ def test_the_server_refuses_other_hosts_wrong_tokens_and_clips_it_did_not_choose
         server.shutdown()
         server.server_close()
     assert not (tmp_path / "labels.csv").exists()  # nothing refused was written
+
+
+def test_a_folder_is_classified_once_across_sessions_and_new_files_with_the_same_statistics(tmp_path, monkeypatch):
+    """``sercli label FOLDER`` keeps its annotation next to the label file: a second session
+    classifies nothing, a file added later is classified alone, with the corpus statistics the
+    folder was first measured with (as ``annotate --resume`` does)."""
+    import sercli.pipeline
+    from sercli.labeling import annotation_cache, emotion_table
+
+    folder = tmp_path / "calls"
+    for i in range(2):  # 24 files: enough for the default model to measure the corpus
+        for clip in sorted(EXAMPLES.glob("*.wav")):
+            (folder / f"speaker{i}").mkdir(parents=True, exist_ok=True)
+            (folder / f"speaker{i}" / clip.name).symlink_to(clip)
+    calls = []
+    real = sercli.pipeline.annotate
+
+    def counted(paths, **kwargs):
+        calls.append((list(paths), kwargs))
+        return real(paths, **kwargs)
+
+    monkeypatch.setattr(sercli.pipeline, "annotate", counted)
+    cache = annotation_cache(tmp_path / "labels.csv")
+    first = emotion_table(folder, jobs=1, cache=cache)
+    assert len(calls) == 1 and len(first) == 24 and cache.is_file()
+    assert calls[0][1]["adapt"] == "auto" and first.attrs == {}
+
+    again = emotion_table(folder, jobs=1, cache=cache)
+    assert len(calls) == 1  # nothing classified again
+    pd.testing.assert_frame_equal(again.sort_values("path").reset_index(drop=True),
+                                  first.sort_values("path").reset_index(drop=True), check_dtype=False)
+
+    added = folder / "speaker2" / "later.wav"
+    added.parent.mkdir()
+    added.symlink_to(sorted(EXAMPLES.glob("*.wav"))[0])
+    (folder / "speaker1" / sorted(EXAMPLES.glob("*.wav"))[1].name).unlink()
+    third = emotion_table(folder, jobs=1, cache=cache)
+    (paths, kwargs), = calls[1:]
+    assert [Path(p).name for p in paths] == ["later.wav"]
+    assert kwargs["adapt"] == "corpus" and kwargs["shift"] is not None  # the folder's first statistics
+    assert len(third) == 24 and third["path"].is_unique
+    later = third[third["path"].str.endswith("later.wav")].iloc[0]
+    twin = real([added], model=third["model"].iloc[0], adapt="corpus", shift=kwargs["shift"], jobs=1).files.iloc[0]
+    assert later["emotion"] == twin["emotion"] and abs(later["confidence"] - twin["confidence"]) < 1e-6

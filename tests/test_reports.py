@@ -131,6 +131,32 @@ def test_a_file_name_two_reference_files_share_is_not_matched_by_name(annotated,
     assert json.loads((tmp_path / "s.json").read_text())["agreement"]["n"] == 11
 
 
+def test_labels_of_segments_score_the_segments_table_they_were_cut_from(model, tmp_path):
+    """``sercli label`` on a segments table writes cut clips (``path``) with their ``source``
+    and ``start_s``; ``summarize SEGMENTS --truth labels.csv`` scores the segments by those."""
+    from conftest import speech, write
+    from sercli.labeling import Clip, LabelBook
+
+    gap = np.zeros(16000, np.float32)
+    long = write(tmp_path / "call.wav", np.concatenate([np.concatenate([speech(None, index=i), gap])
+                                                        for i in range(8)]), 16000)
+    files, segs = tmp_path / "files.parquet", tmp_path / "segments.parquet"
+    res = run_cli("annotate", str(long), "-m", model, "-o", str(files), "--segments", str(segs), "--vad", "on", "-q")
+    assert res.returncode == 0, res.stderr
+    table = pd.read_parquet(segs)
+    assert len(table) >= 4
+    book = LabelBook(tmp_path / "labels.csv", EMOTIONS)
+    labelled = table.iloc[:4]
+    for i, row in enumerate(labelled.itertuples()):  # the model's own label, but one wrong
+        wrong = next(e for e in EMOTIONS if e != row.emotion)
+        book.add(Clip(i, row.path, row.start_s, row.end_s, row.emotion, row.confidence, ""),
+                 wrong if i == 0 else row.emotion)
+    res = run_cli("summarize", str(segs), "--truth", str(tmp_path / "labels.csv"), "--json", str(tmp_path / "s.json"))
+    assert res.returncode == 0, res.stderr
+    scored = json.loads((tmp_path / "s.json").read_text())["agreement"]
+    assert scored["n"] == 4 and scored["accuracy"] == pytest.approx(3 / 4)
+
+
 def _chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:

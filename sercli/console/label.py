@@ -38,7 +38,8 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, t
 
     from ..audio import DecodeError
     from ..label_server import LabelServer, LabelSession
-    from ..labeling import LabelBook, choose, emotion_table, score_command, train_command, without_long_files
+    from ..labeling import (LabelBook, annotation_cache, choose, emotion_table, score_command, train_command,
+                            without_long_files)
     from ..models import ModelNotFound
     from ..output import OutputError
     from ..reports import classes_of
@@ -46,7 +47,7 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, t
 
     try:
         with err.status(f"reading {source}" if Path(source).is_file() else f"annotating {source}"):
-            table = emotion_table(source, model=model, jobs=jobs)
+            table = emotion_table(source, model=model, jobs=jobs, cache=annotation_cache(labels))
         table, n_long = without_long_files(table)
         book = LabelBook(labels, classes or classes_of(table))
         taken: set[tuple] = set()
