@@ -105,10 +105,10 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start_cli(args: list[str]) -> subprocess.Popen:
+def start_cli(args: list[str], env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "sercli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True,
-                            preexec_fn=default_sigint)
+                            preexec_fn=default_sigint, env={**os.environ, **(env or {})})
 
 
 def wait_for_rows(journal: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -8,6 +8,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -43,9 +44,11 @@ def table(tmp_path_factory) -> Path:
     return out
 
 
-def start_label(table: Path, labels: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+def start_label(table: Path, labels: Path, *extra: str, env: dict | None = None,
+                browser: bool = False) -> tuple[subprocess.Popen, str]:
     """``sercli label`` running, and its page's URL (read from what it prints)."""
-    proc = start_cli(["label", str(table), "--labels", str(labels), "--no-open", *extra])
+    proc = start_cli(["label", str(table), "--labels", str(labels), "--open" if browser else "--no-open", *extra],
+                     env=env)
     text = ""
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -339,3 +342,29 @@ def test_a_folder_is_classified_once_across_sessions_and_new_files_with_the_same
     later = third[third["path"].str.endswith("later.wav")].iloc[0]
     twin = real([added], model=third["model"].iloc[0], adapt="corpus", shift=kwargs["shift"], jobs=1).files.iloc[0]
     assert later["emotion"] == twin["emotion"] and abs(later["confidence"] - twin["confidence"]) < 1e-6
+
+
+def test_the_browser_is_opened_without_the_token_on_its_command_line(table, tmp_path):
+    """Other users of a machine can read every process's command line: the browser gets a
+    redirect file only this user can read, deleted when the session ends."""
+    seen = tmp_path / "browser.json"
+    fake = tmp_path / "browser.py"
+    fake.write_text("import json, os, sys, pathlib\n"
+                    "page = pathlib.Path(sys.argv[1].removeprefix('file://'))\n"
+                    f"json.dump({{'argv': sys.argv, 'mode': os.stat(page).st_mode & 0o777, 'page': page.read_text(), "
+                    f"'file': str(page)}}, open({str(seen)!r}, 'w'))\n")
+    env = {"DISPLAY": ":0", "BROWSER": f"{sys.executable} {fake} %s"}
+    proc, url = start_label(table, tmp_path / "labels.csv", env=env, browser=True)
+    try:
+        deadline = time.time() + 30
+        while not seen.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        opened = json.loads(seen.read_text())
+        token = url.rstrip("/").rsplit("/", 1)[-1]
+        assert not any(token in arg for arg in opened["argv"])
+        assert opened["mode"] == 0o600 and url in opened["page"]
+        post(url, "finish", {})
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert not Path(opened["file"]).exists()

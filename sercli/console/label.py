@@ -76,15 +76,14 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, t
               highlight=False)
     err.print(f"Open [bold]{server.url}[/] (Ctrl-C or Finish on the page to stop).", highlight=False,
               soft_wrap=True)  # the address on one line, whatever the terminal's width
-    if open_browser and _has_display():
-        import webbrowser
-
-        webbrowser.open(server.url)
+    redirect = _open_browser(server.url) if open_browser and _has_display() else None
     try:
         session.finished.wait()
     except KeyboardInterrupt:
         pass
     finally:
+        if redirect is not None:
+            redirect.unlink(missing_ok=True)
         session.close()
         server.shutdown()
         server.server_close()
@@ -101,6 +100,21 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, t
         err.print("Fine-tune with:", highlight=False)
         print(command)
     return 0
+
+
+def _open_browser(url: str) -> Path:
+    """Open ``url`` in the browser through a private redirect file (as Jupyter does), so the
+    token is not in the browser's command line, where other users of the machine could read
+    it; returns the file, to delete when the session ends."""
+    import tempfile
+    import webbrowser
+
+    fd, name = tempfile.mkstemp(prefix="sercli-label-", suffix=".html")  # readable by this user only
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(f'<!DOCTYPE html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={url}">'
+                 f'<title>sercli label</title><a href="{url}">sercli label</a>')
+    webbrowser.open(Path(name).as_uri())
+    return Path(name)
 
 
 def _has_display() -> bool:
