@@ -16,15 +16,16 @@ def main() -> None:
       not a traceback (nothing has started).
     - Once a command has returned, its tables are written and its exit status is known; a
       Ctrl-C while the interpreter then stops the worker pools is ignored, so it neither
-      prints a traceback nor turns that status into "killed by SIGINT".
+      prints a traceback nor turns that status into "killed by SIGINT". (So call it only as
+      the process's entry point.)
     """
     try:
         from .cli import app
-
-        app(prog_name="sercli")
     except KeyboardInterrupt:
         sys.stderr.write("sercli: interrupted before the command started; nothing was done.\n")
         sys.exit(130)
+    try:
+        app(prog_name="sercli")
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 

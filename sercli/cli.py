@@ -153,7 +153,7 @@ def summarize(
 @app.command()
 def label(
     source: str = typer.Argument(..., help="A table written by annotate (.parquet, .csv, .jsonl; files or segments), "
-                                 "or a folder of audio to annotate now (kept next to --labels, so once)."),
+                                 "or a folder of audio to annotate now (once: the table is kept next to --labels)."),
     labels: Path = typer.Option(Path("labels.csv"), "--labels", help="Manifest CSV the labels go to; run "
                                 "again with the same file to continue.", metavar="FILE"),
     classes: Optional[str] = typer.Option(None, "--classes", help="Your label set, comma-separated (any names; "

@@ -240,35 +240,44 @@ def _row_key(row: dict) -> tuple:
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
 
 
-def annotation_cache(labels: Path) -> Path:
-    """Where ``sercli label`` keeps its annotation of a folder: next to the label file
-    (``labels.csv`` → ``labels.emotions.parquet``)."""
-    return labels.with_name(f"{labels.stem}.emotions.parquet")
+def annotation_cache(labels: Path, source: str | Path) -> Path:
+    """Where ``sercli label`` keeps its annotation of the folder ``source``: next to the label
+    file, named after the folder (``calls/`` → ``calls.emotions.parquet``), so the training
+    and the test-set sessions share it."""
+    return labels.parent / f"{Path(source).resolve().name or 'audio'}.emotions.parquet"
 
 
 def emotion_table(source: str | Path, *, model: str | None = None, jobs: int = -1,
                   cache: Path | None = None) -> pd.DataFrame:
     """The emotion table to choose from: ``source`` read, when it is a table ``sercli annotate``
-    wrote (files or segments); else ``source`` (a folder or an audio file) annotated now,
-    with long files split into segments.
+    wrote (files or segments); else ``source`` (a folder or an audio file) annotated now: one
+    row per short file, the segments of each long one (``start_s``/``end_s`` set).
 
     With ``cache``, the annotation of a folder is kept there (a Parquet emotion table) and the
-    next call annotates only files it does not hold yet, with the corpus statistics of the
+    next call classifies only files it does not hold yet, with the corpus statistics of the
     first (``adapt``), so labelling a large folder over several sessions classifies each file
-    once. Rows of files gone from ``source``, or made by another model, are dropped.
+    once. Rows of files gone from ``source`` are dropped, files that failed are tried again,
+    and another model (other weights) starts afresh; a file changed in place keeps its rows.
+    Raises ``ValueError`` when ``source`` holds no audio file.
     """
     from .discovery import discover
-    from .models import DEFAULT_MODEL
+    from .models import DEFAULT_MODEL, load_model
     from .output import read_table, write_atomic
     from .reports import read_results
 
     if Path(source).suffix.lower() in TABLE_SUFFIXES and Path(source).is_file():
         return read_results(source)
-    model = str(model or DEFAULT_MODEL)
     paths = discover([str(source)])
-    known = read_table(cache) if cache is not None and cache.is_file() else pd.DataFrame(columns=["path", "model"])
-    known = known[known["path"].isin(paths) & (known["model"] == model)]
-    new = [p for p in paths if p not in set(known["path"])]
+    if not paths:
+        raise ValueError(f"{source} holds no audio files")
+    model = str(model or DEFAULT_MODEL)
+    identity = load_model(model).identity
+    known = read_table(cache) if cache is not None and cache.is_file() else None
+    if known is None or known.attrs.get("model_sha256") != identity:
+        known = pd.DataFrame(columns=["path", "status"])
+    known = known[known["path"].isin(paths) & known["status"].eq("ok")]
+    have = set(known["path"])
+    new = [p for p in paths if p not in have]
     if not new:
         return known.reset_index(drop=True)
     info = {k: known.attrs[k] for k in ("adapt", "shift") if len(known) and k in known.attrs}
@@ -276,14 +285,14 @@ def emotion_table(source: str | Path, *, model: str | None = None, jobs: int = -
     if len(known):
         table = pd.concat([known, table], ignore_index=True)
     if cache is not None:
-        write_atomic([table], cache, {"source": str(source), "model": model, **info})
+        write_atomic([table], cache, {"source": str(source), "model": model, "model_sha256": identity, **info})
     return table
 
 
 def _annotated(paths: list[str], *, model: str, jobs: int, adapt: str = "auto",
                shift: list[float] | None = None) -> tuple[pd.DataFrame, dict]:
-    """``paths`` annotated (one row per short file, the segments of each long one), and the
-    ``adapt`` and ``shift`` they were annotated with."""
+    """``paths`` annotated (the files table's rows, a long file's replaced by its segments'),
+    and the ``adapt`` and ``shift`` they were annotated with."""
     from .pipeline import annotate
 
     result = annotate(paths, model=model, segments=True, jobs=jobs, adapt=adapt, shift=shift)
@@ -293,16 +302,17 @@ def _annotated(paths: list[str], *, model: str, jobs: int, adapt: str = "auto",
     if not long:
         return files, info
     whole = files[~files["path"].isin(long)]  # a short file is one clip; a long one, its segments
-    return pd.concat([whole[segments.columns.drop(["start_s", "end_s"])], segments[segments["path"].isin(long)]],
-                     ignore_index=True), info
+    split = segments[segments["path"].isin(long)].assign(status="ok")
+    return pd.concat([whole, split], ignore_index=True), info
 
 
-def score_command(source: str | Path, labels: str | Path) -> str:
-    """The ``sercli summarize --truth`` command that scores an emotion table against a test set."""
+def score_command(source: str | Path, labels: str | Path, *, table: Path | None = None) -> str:
+    """The ``sercli summarize --truth`` command that scores an emotion table (``source``, or
+    the ``table`` a folder was annotated into) against a test set."""
     import shlex
 
-    table = str(source) if Path(source).suffix.lower() in TABLE_SUFFIXES else "emotions.parquet"
-    return shlex.join(["sercli", "summarize", table, "--truth", str(labels)])
+    scored = str(source) if Path(source).suffix.lower() in TABLE_SUFFIXES else str(table or "emotions.parquet")
+    return shlex.join(["sercli", "summarize", scored, "--truth", str(labels)])
 
 
 def train_command(table: pd.DataFrame, labels: str | Path, *, out: str = "my-model") -> str:

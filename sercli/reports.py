@@ -211,9 +211,10 @@ def agreement(df: pd.DataFrame, truth: pd.DataFrame, classes: list[str] | None =
     """Agreement of predicted ``emotion`` with reference labels (``truth``: path, emotion).
 
     Paths are matched exactly, then by file name (a name that two reference files share is not
-    matched by name: it would label the other file wrongly). Rows of a segments table are also
-    matched by their file and start (to 0.01 s) with the ``source`` and ``start_s`` of a label
-    file's segment rows (``sercli label`` on segments: their ``path`` is the cut clip). With ``classes`` (the table's),
+    matched by name: it would label the other file wrongly). Rows of a segments table are
+    matched first by their file and start (nearest, within 0.05 s) with the ``source`` and
+    ``start_s`` of a label file's segment rows (``sercli label`` on segments: their ``path`` is
+    the cut clip). With ``classes`` (the table's),
     the labels are mapped to them first (:func:`map_labels`). Returns :func:`scores`,
     ``unmatched`` (predicted rows without a label), ``ambiguous`` (of those, rows whose file
     name is shared) and ``mapped`` (the labels renamed). Reference rows without a label (clips
@@ -228,7 +229,7 @@ def agreement(df: pd.DataFrame, truth: pd.DataFrame, classes: list[str] | None =
     t = truth.set_index("path")["emotion"]
     y_true = pred["path"].map(t)
     if "start_s" in pred and {"source", "start_s"} <= set(truth):
-        y_true = y_true.fillna(_span_labels(pred, truth))
+        y_true = _span_labels(pred, truth).fillna(y_true)
     missing = y_true.isna()
     ambiguous = 0
     if missing.any():
@@ -244,12 +245,20 @@ def agreement(df: pd.DataFrame, truth: pd.DataFrame, classes: list[str] | None =
     return scores(yt, yp) | {"unmatched": int((~mask).sum()), "ambiguous": ambiguous, "mapped": mapped}
 
 
-def _span_labels(pred: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
-    """Labels of ``pred``'s segment rows from the label file's segment rows, by (file, start)."""
-    seg = truth[truth["source"].notna() & pd.to_numeric(truth["start_s"], errors="coerce").notna()]
-    spans = dict(zip(zip(seg["source"].astype(str), pd.to_numeric(seg["start_s"]).round(2)), seg["emotion"]))
-    keys = zip(pred["path"].astype(str), pd.to_numeric(pred["start_s"], errors="coerce").round(2))
-    return pd.Series([spans.get(k) for k in keys], index=pred.index, dtype=object)
+def _span_labels(pred: pd.DataFrame, truth: pd.DataFrame, *, tolerance_s: float = 0.05) -> pd.Series:
+    """Labels of ``pred``'s segment rows from the label file's segment rows: same file, nearest
+    start within ``tolerance_s`` (a CSV table keeps six significant digits)."""
+    seg = pd.DataFrame({"source": truth["source"], "start_s": pd.to_numeric(truth["start_s"],
+                        errors="coerce"), "label": truth["emotion"]}).dropna().sort_values("start_s")
+    rows = pd.DataFrame({"source": pred["path"].astype(str).to_numpy(object), "start_s": pd.to_numeric(
+        pred["start_s"], errors="coerce"), "row": np.arange(len(pred))}).dropna().sort_values("start_s")
+    if seg.empty or rows.empty:
+        return pd.Series(np.nan, index=pred.index, dtype=object)
+    seg["source"] = seg["source"].astype(str).to_numpy(object)
+    matched = pd.merge_asof(rows, seg, on="start_s", by="source", direction="nearest", tolerance=tolerance_s)
+    labels = pd.Series(np.nan, index=pred.index, dtype=object)
+    labels.iloc[matched["row"].to_numpy()] = matched["label"].to_numpy()
+    return labels
 
 
 def class_order(labels) -> list[str]:

@@ -320,7 +320,8 @@ def test_a_folder_is_classified_once_across_sessions_and_new_files_with_the_same
         return real(paths, **kwargs)
 
     monkeypatch.setattr(sercli.pipeline, "annotate", counted)
-    cache = annotation_cache(tmp_path / "labels.csv")
+    cache = annotation_cache(tmp_path / "labels.csv", folder)
+    assert cache == tmp_path / "calls.emotions.parquet" == annotation_cache(tmp_path / "test.csv", folder)
     first = emotion_table(folder, jobs=1, cache=cache)
     assert len(calls) == 1 and len(first) == 24 and cache.is_file()
     assert calls[0][1]["adapt"] == "auto" and first.attrs == {}
@@ -344,6 +345,43 @@ def test_a_folder_is_classified_once_across_sessions_and_new_files_with_the_same
     assert later["emotion"] == twin["emotion"] and abs(later["confidence"] - twin["confidence"]) < 1e-6
 
 
+@pytest.mark.parametrize("long_first", [False, True], ids=["short-then-long", "long-then-short"])
+def test_the_kept_annotation_queues_every_clip_when_short_and_long_files_come_in_turn(tmp_path, long_first):
+    """A long file is kept as its segments, a short one whole, whichever session met it; a file
+    that failed is tried again; another model starts afresh; an empty folder is refused."""
+    from sercli.labeling import annotation_cache, emotion_table
+
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    gap = np.zeros(16000, np.float32)
+    long = np.concatenate([np.concatenate([speech(None, index=i), gap]) for i in range(12)])  # ~40 s, 12 turns
+    clips = sorted(EXAMPLES.glob("*.wav"))[:4]
+    cache = annotation_cache(tmp_path / "labels.csv", folder)
+    first, second = (["long"], ["short"]) if long_first else (["short"], ["long"])
+    for batch in (first, second):
+        if "long" in batch:
+            write(folder / "call.wav", long, 16000)
+        else:
+            for clip in clips:
+                (folder / clip.name).symlink_to(clip)
+            (folder / "broken.wav").write_bytes(b"not audio")
+        table = emotion_table(folder, model="mfcc-cnn", jobs=1, cache=cache)
+    segments = table[table["path"].str.endswith("call.wav")]
+    assert len(segments) > 1 and segments["start_s"].notna().all()
+    queued = queue(table)
+    assert len(queued) == len(segments) + len(clips)  # every clip, none lost to a missing status
+    assert table.loc[table["path"].str.endswith("broken.wav"), "status"].tolist() == ["corrupt"]
+
+    (folder / "broken.wav").write_bytes((EXAMPLES / clips[0].name).read_bytes())  # mended: tried again
+    mended = emotion_table(folder, model="mfcc-cnn", jobs=1, cache=cache)
+    assert mended.loc[mended["path"].str.endswith("broken.wav"), "status"].tolist() == ["ok"]
+    other = emotion_table(folder, model="mel-cnn", jobs=1, cache=cache)
+    assert set(other["model"]) == {"mel-cnn"} and len(other) == len(mended)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no audio files"):
+        emotion_table(tmp_path / "empty", model="mfcc-cnn", cache=annotation_cache(tmp_path / "labels.csv", folder))
+
+
 def test_the_browser_is_opened_without_the_token_on_its_command_line(table, tmp_path):
     """Other users of a machine can read every process's command line: the browser gets a
     redirect file only this user can read, deleted when the session ends."""
@@ -356,13 +394,16 @@ def test_the_browser_is_opened_without_the_token_on_its_command_line(table, tmp_
     env = {"DISPLAY": ":0", "BROWSER": f"{sys.executable} {fake} %s"}
     proc, url = start_label(table, tmp_path / "labels.csv", env=env, browser=True)
     try:
-        deadline = time.time() + 30
-        while not seen.exists() and time.time() < deadline:
-            time.sleep(0.1)
-        opened = json.loads(seen.read_text())
+        deadline, opened = time.time() + 30, None
+        while opened is None and time.time() < deadline:
+            try:
+                opened = json.loads(seen.read_text())
+            except (OSError, ValueError):  # not written yet, or half written
+                time.sleep(0.1)
         token = url.rstrip("/").rsplit("/", 1)[-1]
         assert not any(token in arg for arg in opened["argv"])
         assert opened["mode"] == 0o600 and url in opened["page"]
+        assert Path(opened["file"]).parent == tmp_path  # next to the label file: a snap browser can read it
         post(url, "finish", {})
         proc.communicate(timeout=60)
     finally:

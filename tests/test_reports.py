@@ -155,6 +155,10 @@ def test_labels_of_segments_score_the_segments_table_they_were_cut_from(model, t
     assert res.returncode == 0, res.stderr
     scored = json.loads((tmp_path / "s.json").read_text())["agreement"]
     assert scored["n"] == 4 and scored["accuracy"] == pytest.approx(3 / 4)
+    rounded = pd.read_csv(tmp_path / "labels.csv")  # starts as a CSV table's six digits may give them
+    rounded.assign(start_s=rounded["start_s"] + 0.03).to_csv(tmp_path / "rounded.csv", index=False)
+    res = run_cli("summarize", str(segs), "--truth", str(tmp_path / "rounded.csv"), "--json", str(tmp_path / "r.json"))
+    assert json.loads((tmp_path / "r.json").read_text())["agreement"] == scored
 
 
 def _chromium() -> str:

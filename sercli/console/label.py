@@ -47,7 +47,7 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, t
 
     try:
         with err.status(f"reading {source}" if Path(source).is_file() else f"annotating {source}"):
-            table = emotion_table(source, model=model, jobs=jobs, cache=annotation_cache(labels))
+            table = emotion_table(source, model=model, jobs=jobs, cache=annotation_cache(labels, source))
         table, n_long = without_long_files(table)
         book = LabelBook(labels, classes or classes_of(table))
         taken: set[tuple] = set()
@@ -64,7 +64,8 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, t
     if not clips:
         return fail(f"{source} has no clip left to label (none was classified, or all are labelled or left out).")
     purpose = "test" if test else "train"
-    command = score_command(source, labels) if purpose == "test" else train_command(table, labels)
+    command = (score_command(source, labels, table=annotation_cache(labels, source)) if purpose == "test"
+               else train_command(table, labels))
     session = LabelSession(clips, book, target=per_class, minimum=MIN_CLIPS_PER_CLASS, command=command,
                            purpose=purpose)
     try:
@@ -76,17 +77,17 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, t
               highlight=False)
     err.print(f"Open [bold]{server.url}[/] (Ctrl-C or Finish on the page to stop).", highlight=False,
               soft_wrap=True)  # the address on one line, whatever the terminal's width
-    redirect = _open_browser(server.url) if open_browser and _has_display() else None
+    redirect = _open_browser(server.url, labels) if open_browser and _has_display() else None
     try:
         session.finished.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        if redirect is not None:
-            redirect.unlink(missing_ok=True)
         session.close()
         server.shutdown()
         server.server_close()
+        if redirect is not None:
+            redirect.unlink(missing_ok=True)
     counts = book.counts()
     err.print("labels: " + ", ".join(f"{c} {n}" for c, n in counts.items()), highlight=False)
     short = [c for c, n in counts.items() if n < MIN_CLIPS_PER_CLASS]
@@ -102,19 +103,24 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, t
     return 0
 
 
-def _open_browser(url: str) -> Path:
-    """Open ``url`` in the browser through a private redirect file (as Jupyter does), so the
-    token is not in the browser's command line, where other users of the machine could read
-    it; returns the file, to delete when the session ends."""
-    import tempfile
+def _open_browser(url: str, labels: Path) -> Path:
+    """Open ``url`` in the browser through a redirect file only this user can read (as Jupyter
+    does), so the token is not on the browser's command line, where other users of the machine
+    could read it. The file lies next to the label file, where a sandboxed (snap) browser can
+    read it too, unlike a private ``/tmp``; it is returned, to delete when the session ends."""
+    import html
     import webbrowser
 
-    fd, name = tempfile.mkstemp(prefix="sercli-label-", suffix=".html")  # readable by this user only
+    page = labels.with_name(f"{labels.stem}.open.html")
+    fd = os.open(page, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, 0o600)  # also if a killed session left the file
+    address = html.escape(url, quote=True)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(f'<!DOCTYPE html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={url}">'
-                 f'<title>sercli label</title><a href="{url}">sercli label</a>')
-    webbrowser.open(Path(name).as_uri())
-    return Path(name)
+        fh.write(f'<!DOCTYPE html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={address}">'
+                 f'<title>sercli label</title><a href="{address}">sercli label</a>')
+    webbrowser.open(page.resolve().as_uri())
+    return page
 
 
 def _has_display() -> bool:
