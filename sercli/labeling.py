@@ -302,7 +302,8 @@ def _annotated(paths: list[str], *, model: str, jobs: int, adapt: str = "auto",
     if not long:
         return files, info
     whole = files[~files["path"].isin(long)]  # a short file is one clip; a long one, its segments
-    split = segments[segments["path"].isin(long)].assign(status="ok")
+    split = segments[segments["path"].isin(long)]
+    split = split.assign(status="ok", duration_s=split["end_s"] - split["start_s"])  # what summarize counts
     return pd.concat([whole, split], ignore_index=True), info
 
 

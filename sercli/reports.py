@@ -210,8 +210,9 @@ def map_labels(labels: pd.Series, classes: list[str]) -> tuple[pd.Series, dict[s
 def agreement(df: pd.DataFrame, truth: pd.DataFrame, classes: list[str] | None = None) -> dict:
     """Agreement of predicted ``emotion`` with reference labels (``truth``: path, emotion).
 
-    Paths are matched exactly, then by file name (a name that two reference files share is not
-    matched by name: it would label the other file wrongly). Rows of a segments table are
+    Paths are matched exactly, then by file name: a reference file that no table row names by
+    path labels the one table file of its name (a name that two reference files, or two table
+    files, share is not matched by name: it would label another file). Rows of a segments table are
     matched first by their file and start (nearest, within 0.05 s) with the ``source`` and
     ``start_s`` of a label file's segment rows (``sercli label`` on segments: their ``path`` is
     the cut clip). With ``classes`` (the table's),
@@ -219,6 +220,7 @@ def agreement(df: pd.DataFrame, truth: pd.DataFrame, classes: list[str] | None =
     ``unmatched`` (predicted rows without a label), ``ambiguous`` (of those, rows whose file
     name is shared) and ``mapped`` (the labels renamed). Reference rows without a label (clips
     skipped in ``sercli label``) are left out; of two rows for one path, the later counts.
+    Raises ``ValueError`` (one sentence) when no row matches.
     """
     truth = truth[truth["emotion"].notna() & truth["path"].notna()].drop_duplicates("path", keep="last")
     pred = df[df["status"].eq("ok")] if "status" in df else df
@@ -227,19 +229,29 @@ def agreement(df: pd.DataFrame, truth: pd.DataFrame, classes: list[str] | None =
         truth = truth.assign(emotion=(m := map_labels(truth["emotion"], classes))[0])
         mapped = m[1]
     t = truth.set_index("path")["emotion"]
-    y_true = pred["path"].map(t)
+    y_true = pred["path"].map(t).astype(object)
     if "start_s" in pred and {"source", "start_s"} <= set(truth):
         y_true = _span_labels(pred, truth).fillna(y_true)
     missing = y_true.isna()
     ambiguous = 0
-    if missing.any():
-        names = truth.assign(name=truth["path"].map(lambda p: Path(p).name))
-        shared = names["name"].duplicated(keep=False)
-        by_name = names[~shared].set_index("name")["emotion"]
-        pred_names = pred.loc[missing, "path"].map(lambda p: Path(p).name)
+    if missing.any():  # by file name: reference files no table row has by path, names unique on both sides
+        name = lambda p: Path(p).name  # noqa: E731
+        rest = truth[~truth["path"].isin(set(pred["path"]))]
+        if "source" in rest:
+            rest = rest[rest["source"].isna()]  # a segment's label names its cut clip: matched by span only
+        names = rest.assign(name=rest["path"].map(name))
+        table_names = pd.Series(pred["path"].unique()).map(name)
+        shared = set(names.loc[names["name"].duplicated(keep=False), "name"]) | set(
+            table_names[table_names.duplicated(keep=False)])
+        by_name = names[~names["name"].isin(shared)].set_index("name")["emotion"]
+        pred_names = pred.loc[missing, "path"].map(name)
         y_true[missing] = pred_names.map(by_name)
-        ambiguous = int(pred_names.isin(set(names.loc[shared, "name"])).sum())
+        ambiguous = int((pred_names.isin(shared) & pred_names.isin(set(names["name"]))).sum())
     mask = y_true.notna()
+    if not mask.any():
+        why = (f" ({ambiguous} by a file name that two or more files share)" if ambiguous else "")
+        raise ValueError(f"no row of the table matches a reference label{why}; "
+                         "give the table's paths in the manifest.")
     yt = y_true[mask].astype(str).to_numpy()
     yp = pred.loc[mask, "emotion"].astype(str).to_numpy()
     return scores(yt, yp) | {"unmatched": int((~mask).sum()), "ambiguous": ambiguous, "mapped": mapped}

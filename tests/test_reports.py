@@ -127,8 +127,30 @@ def test_a_file_name_two_reference_files_share_is_not_matched_by_name(annotated,
     res = run_cli("summarize", str(annotated[0]), "--truth", str(tmp_path / "twice.csv"), "--json",
                   str(tmp_path / "s.json"))
     assert res.returncode == 0, res.stderr
-    assert "1 rows not matched: their file name belongs to two or more reference files" in res.stdout
+    assert "1 rows not matched: their file name belongs to two or more files" in res.stdout
     assert json.loads((tmp_path / "s.json").read_text())["agreement"]["n"] == 11
+
+
+def test_a_label_given_by_full_path_does_not_label_another_file_of_the_same_name(model, tmp_path):
+    """A newcomer's test set named speakerB/clip04.wav; the file-name fallback also scored
+    speakerA's and speakerC's clip04.wav, training clips, as test rows."""
+    clip = sorted(EXAMPLES.glob("*.wav"))[0]
+    for speaker in "ABC":
+        (tmp_path / f"speaker{speaker}").mkdir()
+        (tmp_path / f"speaker{speaker}" / "clip04.wav").symlink_to(clip)
+    out = tmp_path / "t.parquet"
+    assert run_cli("annotate", *(str(tmp_path / f"speaker{x}") for x in "ABC"), "-m", model, "-o", str(out),
+                   "-q").returncode == 0
+    pd.DataFrame({"path": [str(tmp_path / "speakerB" / "clip04.wav")], "emotion": ["anger"]}).to_csv(
+        tmp_path / "one.csv", index=False)
+    res = run_cli("summarize", str(out), "--truth", str(tmp_path / "one.csv"), "--json", str(tmp_path / "s.json"))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["agreement"]["n"] == 1
+    pd.DataFrame({"path": ["elsewhere/clip04.wav"], "emotion": ["anger"]}).to_csv(tmp_path / "name.csv", index=False)
+    res = run_cli("summarize", str(out), "--truth", str(tmp_path / "name.csv"))  # which clip04.wav? none
+    assert res.returncode == 2 and res.stderr.strip() == ("sercli: no row of the table matches a reference label "
+                                                          "(3 by a file name that two or more files share); give the "
+                                                          "table's paths in the manifest.")
 
 
 def test_labels_of_segments_score_the_segments_table_they_were_cut_from(model, tmp_path):

@@ -91,8 +91,8 @@ def run_summarize(*, results, by, truth, html_out, json_out, csv_out) -> int:
             out.print("reference labels mapped to the model's classes: "
                       + ", ".join(f"{k} -> {v}" for k, v in scored["mapped"].items()), highlight=False)
         if scored["ambiguous"]:
-            out.print(f"{scored['ambiguous']} rows not matched: their file name belongs to two or more reference "
-                      "files (give full paths in the manifest)", highlight=False)
+            out.print(f"{scored['ambiguous']} rows not matched: their file name belongs to two or more files "
+                      "(in the reference or in the table; give full paths in the manifest)", highlight=False)
         out.print(f"agreement with {truth.name}: n = {scored['n']} rows with a reference label "
                   f"({scored['unmatched']} rows without one), "
                   f"accuracy {scored['accuracy']:.4f}, UAR {scored['uar']:.4f}, macro-F1 {scored['macro_f1']:.4f}",
