@@ -142,12 +142,14 @@ def summarize(
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report here.", metavar="FILE"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the statistics as JSON here.", metavar="FILE"),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the per-group table as CSV here.", metavar="FILE"),
+    label_map: List[str] = typer.Option([], "--map", help="Score the reference label LABEL as the model's CLASS "
+                                        "(e.g. calm=neutral; repeatable).", metavar="LABEL=CLASS"),
 ) -> None:
     """Corpus statistics of an emotion table: per emotion, per group, confidence, agreement."""
     from .console.reports import run_summarize
 
     raise typer.Exit(run_summarize(results=results, by=by, truth=truth, html_out=html_out, json_out=json_out,
-                                   csv_out=csv_out))
+                                   csv_out=csv_out, label_map=label_map))
 
 
 @app.command()

@@ -258,7 +258,8 @@ def render_card(card: dict) -> str:
                if tr.get("clips_per_class") else []),
              f"- command: `{tr.get('command', '')}`",
              f"- manifest: `{tr.get('manifest', '')}` (sha256 `{tr.get('manifest_sha256', '')}`)",
-             f"- split column: `{tr.get('split_column', '')}`; train {tr.get('n_train')} files, "
+             (f"- validation clips: {tr['validation']}" if tr.get("validation") else
+              f"- split column: `{tr.get('split_column', '')}`") + f"; train {tr.get('n_train')} files, "
              f"val {tr.get('n_val')} files",
              *([f"- validation: macro-F1 {tr['val_macro_f1']:.3f}" + (
                  f" at the best epoch (selected by {tr.get('options', {}).get('select_by', 'macro_f1')})"

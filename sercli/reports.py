@@ -203,7 +203,8 @@ def map_labels(labels: pd.Series, classes: list[str]) -> tuple[pd.Series, dict[s
     if unknown:
         listed = ", ".join(f"{k} ({v} rows)" for k, v in sorted(unknown.items()))
         raise ValueError(f"the reference labels {listed} are not classes of the table's model "
-                         f"({', '.join(classes)}): map them to those classes in the manifest, or drop their rows.")
+                         f"({', '.join(classes)}): map them to those classes (summarize --map "
+                         f"{min(unknown)}={classes[0]}, say), or drop their rows.")
     return labels.map(lambda v: mapping.get(v, v) if isinstance(v, str) else v), mapping
 
 

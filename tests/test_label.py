@@ -224,7 +224,9 @@ def test_an_interrupted_session_continues_and_its_labels_fine_tune_a_model(table
     model = tmp_path / "tuned"
     res = run_cli(*command[1:-1], str(model), "--jobs", "1", cwd=ROOT)
     assert res.returncode == 0, res.stderr
-    assert json.loads((model / "card.json").read_text())["classes"] == ["calm", "tense"]
+    card = json.loads((model / "card.json").read_text())
+    assert card["classes"] == ["calm", "tense"]
+    assert card["training"]["validation"] == "a stratified slice that shares voices with training"  # no --by
     again = run_cli(*command[1:-1], str(model), "--jobs", "1", cwd=ROOT)
     assert again.returncode == 2 and "holds a model already" in again.stderr  # the model is kept
 

@@ -115,6 +115,14 @@ def test_truth_labels_that_are_no_class_of_the_model_are_refused_in_one_sentence
     assert res.returncode == 2
     assert "calm (12 rows) are not classes of the table's model" in res.stderr
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    mapped = run_cli("summarize", str(annotated[0]), "--truth", str(tmp_path / "calm.csv"), "--map", "calm=neutral",
+                     "--json", str(tmp_path / "s.json"))  # the fix the sentence names
+    assert mapped.returncode == 0, mapped.stderr
+    ok = read_results(annotated[0]).query("status == 'ok'")
+    agreement = json.loads((tmp_path / "s.json").read_text())["agreement"]
+    assert agreement["n"] == len(ok) and agreement["accuracy"] == pytest.approx((ok["emotion"] == "neutral").mean())
+    wrong = run_cli("summarize", str(annotated[0]), "--truth", str(tmp_path / "calm.csv"), "--map", "calm")
+    assert wrong.returncode == 2 and "--map takes LABEL=CLASS" in wrong.stderr
 
 
 def test_a_file_name_two_reference_files_share_is_not_matched_by_name(annotated, tmp_path):

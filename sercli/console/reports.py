@@ -67,7 +67,7 @@ def run_evaluate(*, model, manifest, split, split_column, json_out, plot, record
     return 0
 
 
-def run_summarize(*, results, by, truth, html_out, json_out, csv_out) -> int:
+def run_summarize(*, results, by, truth, html_out, json_out, csv_out, label_map=()) -> int:
     """``sercli summarize``; returns the exit status."""
     from ..corpora import read_manifest
     from ..output import OutputError
@@ -75,12 +75,19 @@ def run_summarize(*, results, by, truth, html_out, json_out, csv_out) -> int:
 
     if not results.is_file():
         return fail(f"{results} does not exist.")
+    bad = [m for m in label_map if m.count("=") != 1 or not all(m.split("="))]
+    if bad:
+        return fail(f"--map takes LABEL=CLASS (e.g. calm=neutral), not {bad[0]!r}.")
+    renamed = dict(m.split("=") for m in label_map)
     try:
         df = read_results(results)
         overall = summarize(df)
         groups = summarize(df, by=by) if by else overall
         classes = [c.removeprefix("prob_") for c in df.columns if c.startswith("prob_")]
-        scored = agreement(df, read_manifest(truth), classes) if truth else None
+        if truth:
+            reference = read_manifest(truth)
+            reference["emotion"] = reference["emotion"].replace(renamed)
+        scored = agreement(df, reference, classes) if truth else None
     except (OutputError, ValueError, KeyError) as exc:
         return fail(str(exc).strip("'"))
     out = Console()

@@ -221,6 +221,15 @@ def _off_domain_scale(train: pd.DataFrame, val: pd.DataFrame, emb: dict, classes
 # --------------------------------------------------------------------------- commands
 
 
+def _how_split(df: pd.DataFrame, train: pd.DataFrame, val: pd.DataFrame) -> str:
+    """How a fine-tuning's validation clips were set apart, for its card."""
+    if "split" in df:
+        return "the manifest's split column"
+    if "speaker" in df and df["speaker"].notna().all() and not set(train["speaker"]) & set(val["speaker"]):
+        return f"whole speakers held out ({val['speaker'].nunique()} of {df['speaker'].nunique()})"
+    return "a stratified slice that shares voices with training"
+
+
 def _rows(manifest: str | Path, split_column: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     from .options import manifest_hash
 
@@ -310,7 +319,8 @@ def fine_tune_head(base: str | Path, manifest: str | Path, out: str | Path, *, s
                          "base_model": {"name": model.name, "sha256": model.identity,
                                         "classes": list(model.classes)},
                          "clips_per_class": {c: int(counts.get(c, 0)) for c in classes},
-                         "split_column": "split", "n_train": len(train), "n_val": len(val),
+                         "split_column": "split" if "split" in df else "", "validation": _how_split(df, train, val),
+                         "n_train": len(train), "n_val": len(val),
                          **_val_scores(head, val, emb, classes, temperature), "options": asdict(opts),
                          "train_seconds": round(time.time() - t0, 1),
                          "machine": f"{platform.machine()}, {_cores()} cores", "versions": runtime_versions(ENCODER_PACKAGES)}}
