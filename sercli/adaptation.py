@@ -123,7 +123,6 @@ def measure_envelope(paths: Sequence[str | Path], params: FeatureParams, *, jobs
     """The envelope of up to :data:`SAMPLE_FILES` of ``paths`` (a fixed random sample of more),
     measured in the annotate worker pool of ``jobs`` processes; unreadable and silent files
     are left out."""
-
     paths = _sample(paths, seed)
     total = Envelope.empty(params.n_mels)
     for part in local_executor(jobs).map(_file_envelope, paths, [params] * len(paths), chunksize=8):
@@ -200,7 +199,6 @@ def embedding_stats(paths: Sequence[str | Path], model: "Model", *, jobs: int = 
     """The mean and standard deviation of an encoder model's window embeddings over up to
     :data:`SAMPLE_FILES` of ``paths`` (windows with speech, the first :data:`SAMPLE_SECONDS` of
     each file), concatenated ``(2 dim,)``, and the number of files measured."""
-
     paths = _sample(paths)
     total, squares, n, files = 0.0, 0.0, 0, 0
     for part in local_executor(jobs).map(_file_embedding_sums, paths, [str(model.path)] * len(paths), chunksize=8):

@@ -191,8 +191,7 @@ def label(
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     raise typer.Exit(run_label(source=source, labels=labels, classes=names, per_class=per_class, by=by,
                                strategy=strategy, limit=limit, not_in=not_in, test=test, model=model, jobs=jobs,
-                               port=port,
-                               open_browser=open_browser))
+                               port=port, open_browser=open_browser))
 
 
 @app.command()

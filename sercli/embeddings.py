@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from . import features as F
-
 from . import windowing as W
 from .audio import decode
 

@@ -18,8 +18,8 @@ import pandas as pd
 from .output import atomic_path, write_text_atomic
 from .reports import classes_of, group_keys
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "Clip", "LabelBook", "annotation_cache", "choose", "emotion_table", "queue",
-           "score_command", "train_command", "without_long_files"]
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "Clip", "LabelBook", "annotation_cache", "choose", "emotion_table", "is_table",
+           "queue", "score_command", "train_command", "without_long_files"]
 
 #: ``random``: a shuffle. ``groups``: round robin over groups (``by``), at random within them.
 #: ``spread``: round robin over predicted classes and, within a class, groups, at random within
@@ -240,6 +240,11 @@ def _row_key(row: dict) -> tuple:
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
 
 
+def is_table(source: str | Path) -> bool:
+    """Whether ``source`` is an emotion table (a file ``sercli annotate`` writes), not audio."""
+    return Path(source).suffix.lower() in TABLE_SUFFIXES and Path(source).is_file()
+
+
 def annotation_cache(labels: Path, source: str | Path) -> Path:
     """Where ``sercli label`` keeps its annotation of the folder ``source``: next to the label
     file, named after the folder (``calls/`` → ``calls.emotions.parquet``), so the training
@@ -265,7 +270,7 @@ def emotion_table(source: str | Path, *, model: str | None = None, jobs: int = -
     from .output import read_table, write_atomic
     from .reports import read_results
 
-    if Path(source).suffix.lower() in TABLE_SUFFIXES and Path(source).is_file():
+    if is_table(source):
         return read_results(source)
     paths = discover([str(source)])
     if not paths:
@@ -312,7 +317,7 @@ def score_command(source: str | Path, labels: str | Path, *, table: Path | None 
     the ``table`` a folder was annotated into) against a test set."""
     import shlex
 
-    scored = str(source) if Path(source).suffix.lower() in TABLE_SUFFIXES else str(table or "emotions.parquet")
+    scored = str(source) if is_table(source) else str(table or "emotions.parquet")
     return shlex.join(["sercli", "summarize", scored, "--truth", str(labels)])
 
 

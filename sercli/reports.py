@@ -13,6 +13,7 @@ b          1   0       1     <NA>
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Iterable
@@ -236,16 +237,15 @@ def agreement(df: pd.DataFrame, truth: pd.DataFrame, classes: list[str] | None =
     missing = y_true.isna()
     ambiguous = 0
     if missing.any():  # by file name: reference files no table row has by path, names unique on both sides
-        name = lambda p: Path(p).name  # noqa: E731
         rest = truth[~truth["path"].isin(set(pred["path"]))]
         if "source" in rest:
             rest = rest[rest["source"].isna()]  # a segment's label names its cut clip: matched by span only
-        names = rest.assign(name=rest["path"].map(name))
-        table_names = pd.Series(pred["path"].unique()).map(name)
+        names = rest.assign(name=rest["path"].map(os.path.basename))
+        table_names = pd.Series(pred["path"].unique()).map(os.path.basename)
         shared = set(names.loc[names["name"].duplicated(keep=False), "name"]) | set(
             table_names[table_names.duplicated(keep=False)])
         by_name = names[~names["name"].isin(shared)].set_index("name")["emotion"]
-        pred_names = pred.loc[missing, "path"].map(name)
+        pred_names = pred.loc[missing, "path"].map(os.path.basename)
         y_true[missing] = pred_names.map(by_name)
         ambiguous = int((pred_names.isin(shared) & pred_names.isin(set(names["name"]))).sum())
     mask = y_true.notna()

@@ -38,16 +38,17 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, t
 
     from ..audio import DecodeError
     from ..label_server import LabelServer, LabelSession
-    from ..labeling import (LabelBook, annotation_cache, choose, emotion_table, score_command, train_command,
-                            without_long_files)
+    from ..labeling import (LabelBook, annotation_cache, choose, emotion_table, is_table, score_command,
+                            train_command, without_long_files)
     from ..models import ModelNotFound
     from ..output import OutputError
     from ..reports import classes_of
     from ..training import MIN_CLIPS_PER_CLASS
 
+    cache = annotation_cache(labels, source)  # where a folder's annotation is kept
     try:
-        with err.status(f"reading {source}" if Path(source).is_file() else f"annotating {source}"):
-            table = emotion_table(source, model=model, jobs=jobs, cache=annotation_cache(labels, source))
+        with err.status(f"reading {source}" if is_table(source) else f"annotating {source}"):
+            table = emotion_table(source, model=model, jobs=jobs, cache=cache)
         table, n_long = without_long_files(table)
         book = LabelBook(labels, classes or classes_of(table))
         taken: set[tuple] = set()
@@ -64,8 +65,7 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, t
     if not clips:
         return fail(f"{source} has no clip left to label (none was classified, or all are labelled or left out).")
     purpose = "test" if test else "train"
-    command = (score_command(source, labels, table=annotation_cache(labels, source)) if purpose == "test"
-               else train_command(table, labels))
+    command = score_command(source, labels, table=cache) if purpose == "test" else train_command(table, labels)
     session = LabelSession(clips, book, target=per_class, minimum=MIN_CLIPS_PER_CLASS, command=command,
                            purpose=purpose)
     try:
