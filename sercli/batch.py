@@ -55,6 +55,7 @@ class RunStats:
 RUN_KEY = {
     "model": "--model",
     "model_sha256": "the model (its weights, classes or calibration)",
+    "classes": "--classes",
     "feature_params": "the model's feature parameters",
     "hop_s": "--hop",
     "vad": "--vad",

@@ -86,6 +86,9 @@ def annotate(
                               metavar="auto|none|corpus"),
     hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between windows "
                                         "(default: half a window, 1.5 s).", metavar="SECONDS"),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Answer among these of the model's classes only "
+                                          "(comma-separated, e.g. anger,happiness,neutral,sadness; angry is read as "
+                                          "anger): their probabilities are renormalised.", metavar="A,B,..."),
     include: List[str] = typer.Option([], "--include", help="Only files matching this glob (repeatable).", metavar="GLOB"),
     exclude: List[str] = typer.Option([], "--exclude", help="Skip files matching this glob (repeatable).", metavar="GLOB"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
@@ -105,6 +108,7 @@ def annotate(
     try:
         code = run_annotate(inputs=inputs, model=model, output=output, segments=segments, windows=windows, vad=vad,
                             jobs=jobs, hop_s=hop, calibration=calibration, adapt=adapt, include=include,
+                            classes=classes.split(",") if classes else None,
                             exclude=exclude, overwrite=overwrite, resume=resume, backend=backend,
                             scheduler=scheduler, quiet=quiet)
     except KeyboardInterrupt:  # before the run started, or while its table was written: nothing half-done
@@ -297,6 +301,10 @@ def train(
                                        "directory) instead of training from scratch; its feature front end is "
                                        "kept, and its head is replaced when the manifest's classes differ.",
                                        metavar="NAME|DIR"),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="With --init: your recordings (a folder, or the "
+                                          "emotion table annotate or sercli label made of it), whose statistics "
+                                          "standardise the fine-tuned model's inputs, as --adapt auto does (default: "
+                                          "every file the manifest lists).", metavar="DIR|TABLE"),
     arch: str = typer.Option("mfcc-cnn", help="mel-cnn, mfcc-cnn or mfcc-crnn (from scratch), or whisper-base / "
                              "whisper-tiny.en (a frozen pretrained encoder and a head; needs the encoder extra); "
                              "--init keeps the base model's."),
@@ -346,10 +354,16 @@ def train(
         _fail(f"the manifest {manifest} does not exist.")
     base = None
     if init is not None:
+        from .training.finetune import check_base
+
         try:
             base = load_model(init)
-        except ModelNotFound as exc:
+            if base.head is not None:  # an encoder model: anchored fine-tuning of its linear head
+                check_base(base)
+        except (ModelNotFound, ValueError) as exc:
             _fail(str(exc))
+    elif corpus is not None:
+        _fail("--corpus goes with --init (the corpus a fine-tuned model is standardised for).")
     from .console.train import run_train, run_train_encoder
     from .training import FINE_TUNING, TrainOptions
 
@@ -361,7 +375,7 @@ def train(
             _fail("--head must be linear or mlp, and --norm corpus or none.")
         opts = EncoderOptions(size=arch.removeprefix("whisper-"), layers=layers, head=head, norm=norm,
                               quantize=quantize, split_column=split_column, seed=seed)
-        raise typer.Exit(run_train_encoder(manifest=manifest, out=out, opts=opts, init=init, jobs=jobs,
+        raise typer.Exit(run_train_encoder(manifest=manifest, out=out, opts=opts, init=init, corpus=corpus, jobs=jobs,
                                            cache_dir=cache_dir, command=command))
     if select_by not in (None, "macro_f1", "nll"):
         _fail(f"--select-by must be macro_f1 or nll, not {select_by!r}.")

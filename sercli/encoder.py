@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SOURCES", "WhisperSource", "build_encoder", "load_weights", "read_ctranslate2"]
+__all__ = ["SOURCES", "WhisperSource", "build_encoder", "load_weights", "padding_mask", "pooled_encoder", "read_ctranslate2",
+           "to_tflite"]
 
 
 @dataclass(frozen=True)
@@ -120,13 +121,31 @@ def n_layers(weights: dict[str, np.ndarray]) -> int:
     return sum(1 for k in weights if k.endswith("self_attention/layer_norm/gamma"))
 
 
+def padding_mask(log_mel):
+    """Which encoder steps hold signal: ``(batch, frames // 2)`` floats, 1 for a step whose two frames
+    are not both padding. A padded frame (:func:`sercli.features.normalize_window` pads a short
+    clip as Whisper does) sits at the window's floor in every band; digital silence inside a clip
+    does too, and is left out alike. A window that is all floor counts as all signal."""
+    import keras
+    from keras import ops
+
+    floor = ops.min(log_mel, axis=(1, 2), keepdims=True)
+    frame = ops.cast(ops.max(log_mel - floor, axis=1) > 1e-4, "float32")  # (batch, frames)
+    frames = log_mel.shape[2]
+    step = ops.max(ops.reshape(frame, (-1, frames // 2, 2)), axis=-1)
+    none = ops.cast(ops.sum(step, axis=1, keepdims=True) == 0, "float32")
+    return keras.ops.maximum(step, none)
+
+
 def build_encoder(weights: dict[str, np.ndarray], *, layers: int | None = None, frames: int = 300,
-                  outputs: str = "last"):
+                  outputs: str = "last", masked: bool = False):
     """The Whisper encoder as a Keras model: log-mel ``(batch, 80, frames)`` -> hidden states
     ``(batch, frames // 2, d)`` after block ``layers`` (default: all) and the final layer norm.
 
     ``outputs="all"`` returns a list, one ``(batch, frames // 2, d)`` per block (each with the
-    final layer norm applied), for probing every depth in one pass.
+    final layer norm applied), for probing every depth in one pass. ``masked``: attention never
+    attends to padded steps (:func:`padding_mask`), so a short clip is encoded as itself, not
+    with the padding that fills its window.
     """
     import keras
     from keras import layers as L
@@ -157,6 +176,10 @@ def build_encoder(weights: dict[str, np.ndarray], *, layers: int | None = None, 
         return apply(L.Dense(k.shape[1], name=name), x, [k, w[f"{prefix}/bias"]])
 
     inputs = keras.Input((80, frames), name="log_mel")
+    attend = None
+    if masked:
+        m = L.Lambda(padding_mask, name="padding_mask")(inputs)
+        attend = L.Lambda(lambda v: keras.ops.cast(v[:, None, :] > 0.5, "bool"), name="attention_mask")(m)
     x = L.Permute((2, 1))(inputs)
     x = conv(conv(x, "conv1", 1), "conv2", 2)
     x = L.Add()([x, _Constant(w["encoder/position_encodings/encodings"][:steps], name="positions")(x)])
@@ -166,7 +189,7 @@ def build_encoder(weights: dict[str, np.ndarray], *, layers: int | None = None, 
         p = f"encoder/layer_{i}"
         h = norm(x, f"{p}/self_attention/layer_norm", f"block{i}_ln1")
         att = L.MultiHeadAttention(heads, d // heads, name=f"block{i}_attn")
-        att_out = att(h, h)  # builds the layer
+        att_out = att(h, h, attention_mask=attend)  # builds the layer
         att.set_weights(_mha_weights(w[f"{p}/self_attention/linear_0/weight"], w[f"{p}/self_attention/linear_0/bias"],
                                      w[f"{p}/self_attention/linear_1/weight"], w[f"{p}/self_attention/linear_1/bias"],
                                      heads))
@@ -218,16 +241,26 @@ def _Constant(value: np.ndarray, *, name: str):
     return Constant(name=name)
 
 
-def pooled_encoder(weights: dict[str, np.ndarray], *, layers: int, frames: int = 300):
+def pooled_encoder(weights: dict[str, np.ndarray], *, layers: int, frames: int = 300, masked: bool = False):
     """The encoder cut after block ``layers``, then the mean and standard deviation over time:
-    log-mel ``(batch, 80, frames)`` -> embedding ``(batch, 2 d)`` (:func:`sercli.embeddings.pool`)."""
+    log-mel ``(batch, 80, frames)`` -> embedding ``(batch, 2 d)`` (:func:`sercli.embeddings.pool`).
+    ``masked``: attention and pooling skip padded steps (:func:`padding_mask`), so a clip shorter
+    than a window gives the embedding of its own speech, whatever fills the rest of the window."""
     import keras
+    from keras import ops
 
-    enc = build_encoder(weights, layers=layers, frames=frames)
+    enc = build_encoder(weights, layers=layers, frames=frames, masked=masked)
     h = enc.output
-    mean = keras.ops.mean(h, axis=1)
-    std = keras.ops.sqrt(keras.ops.maximum(keras.ops.mean(keras.ops.square(h - mean[:, None]), axis=1), 0.0))
-    return keras.Model(enc.input, keras.ops.concatenate([mean, std], axis=-1), name=f"whisper_pooled_{layers}")
+    if masked:
+        m = padding_mask(enc.input)[:, :, None]
+        n = ops.sum(m, axis=1)
+        mean = ops.sum(h * m, axis=1) / n
+        var = ops.sum(ops.square(h - mean[:, None]) * m, axis=1) / n
+    else:
+        mean = ops.mean(h, axis=1)
+        var = ops.mean(ops.square(h - mean[:, None]), axis=1)
+    std = ops.sqrt(ops.maximum(var, 0.0))
+    return keras.Model(enc.input, ops.concatenate([mean, std], axis=-1), name=f"whisper_pooled_{layers}")
 
 
 def to_tflite(model, *, quantize: bool = False) -> bytes:

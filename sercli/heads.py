@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["HEAD_FILE", "Head", "corpus_stats", "fit_head", "prior_adjust", "reference_stats", "standardise"]
+__all__ = ["HEAD_FILE", "Head", "corpus_stats", "fit_anchored", "fit_head", "prior_adjust", "reference_stats",
+           "standardise"]
 
 HEAD_FILE = "head.npz"
 #: Inverse regularisation strengths tried for a linear head; the best on validation is kept.
@@ -103,12 +104,12 @@ def _macro_f1(truth: np.ndarray, pred: np.ndarray) -> float:
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *, kind: str = "linear",
-             n_classes: int, seed: int = 0) -> Head:
+             n_classes: int, seed: int = 0, C: float | None = None, sample_weight: np.ndarray | None = None) -> Head:
     """A head fitted on embeddings ``x`` ``(n, dim)`` and labels ``y`` (class indices), classes
-    balanced by weights; the regularisation is chosen by macro-F1 on ``(x_val, y_val)``.
+    balanced by weights (times ``sample_weight``, e.g. to give every corpus the same weight).
 
-    ``kind``: ``"linear"`` (multinomial logistic regression, C from :data:`C_GRID`) or ``"mlp"``
-    (one hidden layer of 256 ReLU units).
+    ``kind``: ``"linear"`` (multinomial logistic regression: C given, or else the best of
+    :data:`C_GRID` by macro-F1 on ``(x_val, y_val)``) or ``"mlp"`` (one hidden layer of 256 ReLU units).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
@@ -117,13 +118,17 @@ def fit_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
     xs, xv = (x - mean) / scale, (x_val - mean) / scale
     best = None
     if kind == "linear":
-        for C in C_GRID:
-            clf = LogisticRegression(C=C, class_weight="balanced", max_iter=300, tol=1e-3,
-                                     random_state=seed).fit(xs, y)
-            score = _macro_f1(y_val, clf.predict(xv))
+        counts = np.bincount(y, minlength=n_classes).astype(float)
+        weight = len(y) / (np.count_nonzero(counts) * np.maximum(counts, 1.0))[y]  # "balanced", as scikit-learn's
+        if sample_weight is not None:
+            weight = weight * sample_weight / np.mean(sample_weight)
+        grid = C_GRID if C is None else (C,)
+        for c in grid:
+            clf = LogisticRegression(C=c, max_iter=300, tol=1e-3, random_state=seed).fit(xs, y, sample_weight=weight)
+            score = _macro_f1(y_val, clf.predict(xv)) if len(grid) > 1 else 0.0
             if best is None or score > best[0]:
                 w, b = _two_sided(clf.coef_.T, clf.intercept_)
-                best = (score, C, [(_full(w, clf.classes_, n_classes, axis=1),
+                best = (score, c, [(_full(w, clf.classes_, n_classes, axis=1),
                                     _full(b, clf.classes_, n_classes, axis=0, fill=-1e4))])
     elif kind == "mlp":
         # balanced classes by resampling (MLPClassifier takes no class weights)
@@ -144,6 +149,46 @@ def fit_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
         raise ValueError(f"Unknown head {kind!r}: linear or mlp.")
     prior = np.full(n_classes, 1.0 / n_classes)  # class-balanced training: a uniform prior
     return Head(mean=mean, scale=scale, layers=best[2], C=best[1], train_prior=prior)
+
+
+def fit_anchored(z: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: np.ndarray, *, pull: float) -> tuple[np.ndarray, np.ndarray]:
+    """A linear head ``(W (dim, classes), b (classes,))`` on standardised embeddings ``z`` and labels ``y``
+    (class indices), started from ``(w0, b0)`` and pulled back toward them.
+
+    Minimises the class-balanced mean cross-entropy plus ``pull * (|W - w0|^2 + |b - b0|^2)``
+    (convex; L-BFGS to convergence). A class without a label keeps its start when the pull
+    holds it there. With ``w0 = 0`` this is a plain L2-regularised logistic regression.
+
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(size=(40, 3)); y = (z[:, 0] > 0).astype(int)
+    >>> w, b = fit_anchored(z, y, np.zeros((3, 2)), np.zeros(2), pull=0.01)
+    >>> bool(((z @ w + b).argmax(axis=1) == y).mean() > 0.9)
+    True
+    """
+    from scipy.optimize import minimize
+
+    z = np.asarray(z, np.float64)
+    n, dim = z.shape
+    k = w0.shape[1]
+    counts = np.bincount(y, minlength=k).astype(float)
+    weight = (n / (np.count_nonzero(counts) * np.maximum(counts, 1)))[y]
+    weight /= weight.sum()
+    onehot = np.eye(k)[y]
+    start = np.concatenate([w0.ravel(), b0])
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:-k].reshape(dim, k), theta[-k:]
+        logits = z @ w + b
+        logits -= logits.max(axis=1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        d = theta - start
+        value = -(weight * (onehot * logp).sum(axis=1)).sum() + pull * d @ d
+        g = (np.exp(logp) - onehot) * weight[:, None]
+        grad = np.concatenate([(z.T @ g).ravel(), g.sum(axis=0)]) + 2 * pull * d
+        return value, grad
+
+    theta = minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": 500}).x
+    return theta[:-k].reshape(dim, k), theta[-k:]
 
 
 def _two_sided(w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

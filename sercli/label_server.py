@@ -66,7 +66,8 @@ class LabelSession:
                 "ready": all(counts.get(c, 0) >= self.target for c in self.book.classes),
                 "enough": all(counts.get(c, 0) >= self.minimum for c in self.book.classes),
                 "labelled": sum(counts.values()), "remaining": len(pending),
-                "command": self.command, "purpose": self.purpose, "clip": None if nxt is None else _describe(nxt)}
+                "command": self.command, "purpose": self.purpose,
+                "clip": None if nxt is None else _describe(nxt, blind=self.purpose == "test")}
 
     def label(self, clip_id: int, label: str | None) -> None:
         """Label (``None``: skip) the clip ``clip_id``; it must be pending. Raises ``ValueError``
@@ -100,10 +101,12 @@ class LabelSession:
         return self.clips[clip_id]
 
 
-def _describe(clip: Clip) -> dict:
+def _describe(clip: Clip, *, blind: bool = False) -> dict:
+    """What the page shows of a clip; ``blind`` (a test set): not the model's guess, which would
+    sway the reference labels toward the model they will score."""
     return {"id": clip.id, "name": Path(clip.path).name, "folder": Path(clip.path).parent.name,
-            "start_s": clip.start_s, "end_s": clip.end_s, "predicted": clip.predicted,
-            "confidence": round(clip.confidence, 3)}
+            "start_s": clip.start_s, "end_s": clip.end_s, "predicted": None if blind else clip.predicted,
+            "confidence": None if blind else round(clip.confidence, 3)}
 
 
 _decoding = threading.Lock()

@@ -18,7 +18,7 @@ import pandas as pd
 from .output import atomic_path, write_text_atomic
 from .reports import classes_of, group_keys
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "Clip", "LabelBook", "annotation_cache", "choose", "emotion_table", "is_table",
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "KEYS", "Clip", "LabelBook", "Taken", "annotation_cache", "choose", "corpus_table", "emotion_table", "is_table",
            "queue", "score_command", "train_command", "without_long_files"]
 
 #: ``random``: a shuffle. ``groups``: round robin over groups (``by``), at random within them.
@@ -40,6 +40,43 @@ class Clip:
     predicted: str
     confidence: float
     group: str
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What a test set must not share with a label file: its clips' source recordings and their
+    groups (the ``speaker`` column: ``--by`` groups, e.g. speakers)."""
+
+    sources: frozenset[str]
+    groups: frozenset[str]
+
+    @classmethod
+    def of(cls, paths: Iterable[str | Path]) -> "Taken":
+        """Read label files of ``sercli label``. Raises ``ValueError`` (one sentence) for one that does
+        not exist, is not a label file, or is being written by a running session (whose next labels
+        this session could not leave out)."""
+        from .output import OutputError, OutputLock
+
+        sources, groups = set(), set()
+        for path in map(Path, paths):
+            if not path.is_file():
+                raise ValueError(f"The label file {path} (--not-in) does not exist.")
+            lock = OutputLock(path)
+            try:
+                lock.acquire()
+            except OutputError:
+                raise ValueError(f"A sercli label session is still adding to {path}; finish it (Finish on its page, "
+                                 "or Ctrl-C) before choosing a test set that must leave its clips out.") from None
+            lock.release()
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+            if "source" not in df:
+                raise ValueError(f"{path} is not a label file of sercli label (no source column).")
+            sources |= {os.path.abspath(p) for p in df["source"] if p}
+            groups |= {g for g in df.get("speaker", pd.Series(dtype=str)) if g}
+        return cls(frozenset(sources), frozenset(groups))
+
+    def leaves_out(self, clip: Clip) -> bool:
+        return os.path.abspath(clip.path) in self.sources or (clip.group != "" and clip.group in self.groups)
 
 
 def queue(table: pd.DataFrame, *, strategy: str = DEFAULT_STRATEGY, by: str | None = None,
@@ -88,16 +125,21 @@ def queue(table: pd.DataFrame, *, strategy: str = DEFAULT_STRATEGY, by: str | No
 
 
 def choose(table: pd.DataFrame, book: "LabelBook", *, strategy: str = DEFAULT_STRATEGY, by: str | None = None,
-           limit: int = 1000, exclude: Iterable[tuple] = ()) -> list[Clip]:
+           limit: int = 1000, taken: Taken | None = None) -> tuple[list[Clip], int]:
     """The clips of a labelling session, numbered in :func:`queue` order: every clip ``book`` has
-    a label for (so an undo can bring it back) and up to ``limit`` not labelled yet."""
+    a label for (so an undo can bring it back) and up to ``limit`` not labelled yet; and how many
+    clips were left out because ``taken`` (the training labels of a test set) has their recording
+    or their group."""
     from dataclasses import replace
 
     done = book.done()
-    clips = queue(table, strategy=strategy, by=by, exclude=exclude)
+    clips = queue(table, strategy=strategy, by=by)
+    n = len(clips)
+    if taken is not None:
+        clips = [c for c in clips if not taken.leaves_out(c)]
     todo = [c for c in clips if book.key(c) not in done][:limit]
     keep = done | {book.key(c) for c in todo}
-    return [replace(c, id=i) for i, c in enumerate(c for c in clips if book.key(c) in keep)]
+    return [replace(c, id=i) for i, c in enumerate(c for c in clips if book.key(c) in keep)], n - len(clips)
 
 
 def without_long_files(table: pd.DataFrame, *, max_s: float = 30.0) -> tuple[pd.DataFrame, int]:
@@ -153,6 +195,9 @@ class LabelBook:
         if missing_like:
             raise ValueError(f"The class name {missing_like[0]!r} reads as a missing value in a CSV file; "
                              "choose another name.")
+        if len(self.classes) > len(KEYS):
+            raise ValueError(f"The page has a key for {len(KEYS)} classes, and {len(self.classes)} were given; "
+                             "label in two sessions of fewer classes.")
         self.columns = list(self.COLUMNS)
         self.rows: list[dict] = []
         if self.path.exists():
@@ -161,6 +206,11 @@ class LabelBook:
             if missing:
                 raise ValueError(f"{self.path} is not a label file of sercli label (no {', '.join(sorted(missing))} "
                                  "column); choose another --labels path.")
+            other = sorted({e for e in df["emotion"] if e} - set(self.classes))
+            if other:
+                raise ValueError(f"{self.path} holds labels of other classes ({', '.join(other)}) than "
+                                 f"{', '.join(self.classes)}; continue it with the classes it was started with "
+                                 "(--classes), or choose another --labels file.")
             self.columns += [c for c in df.columns if c not in self.COLUMNS]
             self.rows = df.to_dict("records")
 
@@ -223,6 +273,9 @@ class LabelBook:
     def _save(self, rows: list[dict]) -> None:
         write_text_atomic(self.path, pd.DataFrame(rows, columns=self.columns).to_csv(index=False))
 
+
+#: The keys that label a clip on the page, one class each, in order.
+KEYS = "1234567890"
 
 #: Names that pandas' CSV reader takes for a missing value: a class cannot be called that.
 _NA_NAMES = {"", "na", "n/a", "nan", "null", "none", "<na>", "-nan", "#n/a"}
@@ -321,11 +374,26 @@ def score_command(source: str | Path, labels: str | Path, *, table: Path | None 
     return shlex.join(["sercli", "summarize", scored, "--truth", str(labels)])
 
 
-def train_command(table: pd.DataFrame, labels: str | Path, *, out: str = "my-model") -> str:
-    """The ``sercli train --init`` command that fine-tunes the table's model on the labels."""
+def train_command(table: pd.DataFrame, labels: str | Path, *, out: str = "my-model", corpus: Path | None = None) -> str:
+    """The ``sercli train --init`` command that fine-tunes the table's model on the labels (with
+    ``corpus``: standardised by the statistics that emotion table of the user's corpus holds)."""
     import shlex
 
     from .models import DEFAULT_MODEL
 
     base = str(table["model"].dropna().iloc[0]) if "model" in table and table["model"].notna().any() else DEFAULT_MODEL
-    return shlex.join(["sercli", "train", "--init", base, "--manifest", str(labels), "--out", out])
+    return shlex.join(["sercli", "train", "--init", base, "--manifest", str(labels),
+                       *(["--corpus", str(corpus)] if corpus is not None else []), "--out", out])
+
+
+def corpus_table(source: str | Path, cache: Path) -> Path | None:
+    """The emotion table of a labelling session (``source`` itself, or the kept annotation of a folder)
+    when it holds the statistics of the corpus it was adapted to, for fine-tuning to standardise by."""
+    from .output import OutputError, table_metadata
+
+    table = Path(source) if is_table(source) else cache
+    try:
+        meta = table_metadata(table) if table.is_file() else None
+    except OutputError:
+        return None
+    return table if meta and meta.get("adapt") == "corpus" and meta.get("shift") else None

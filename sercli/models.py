@@ -15,10 +15,10 @@ import json
 import os
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -100,6 +100,9 @@ class Model:
     calibration: str = CALIBRATIONS[0]
     #: an encoder model's corpus statistics (``--adapt corpus``): embedding means, then scales
     corpus_stats: tuple[float, ...] | None = None
+    #: the classes it answers among (``--classes``): the others' probabilities are dropped and these
+    #: renormalised; ``None``: all of them
+    only: tuple[str, ...] | None = None
 
     @property
     def temperature(self) -> float:
@@ -109,9 +112,25 @@ class Model:
         return float(self.card.get("temperature", 1.0)) * (scale if self.calibration == "off-domain" else 1.0)
 
     @property
-    def classes(self) -> tuple[str, ...]:
-        """The classes of the model's outputs, in order (the card's, else the shipped seven)."""
+    def all_classes(self) -> tuple[str, ...]:
+        """Every class the network knows, in order (the card's, else the shipped seven)."""
         return tuple(self.card.get("classes", EMOTIONS))
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The classes of the model's outputs, in order: :attr:`all_classes`, or those it is restricted to."""
+        return self.only or self.all_classes
+
+    def restricted(self, classes: Sequence[str] | None) -> "Model":
+        """This model answering among ``classes`` only (named as ``summarize --map`` reads them:
+        ``angry`` is ``anger``); ``None`` or every class: unrestricted. Raises ``ValueError`` (one
+        sentence) for a class the model does not have."""
+        from .classes import restrict_classes
+
+        if not classes:
+            return replace(self, only=None)
+        only = restrict_classes(classes, self.all_classes, model=self.name)
+        return replace(self, only=None if only == self.all_classes else only)
 
     @cached_property
     def identity(self) -> str:
@@ -123,7 +142,7 @@ class Model:
             if (self.path / name).is_file():
                 digest.update(name.encode() + (self.path / name).read_bytes())
         scale = self.card.get("calibration", {}).get("off_domain_scale", 1.0)
-        digest.update(json.dumps({"params": self.params.to_dict(), "classes": list(self.classes),
+        digest.update(json.dumps({"params": self.params.to_dict(), "classes": list(self.all_classes),
                                   "temperature": self.card.get("temperature", 1.0), "off_domain_scale": scale},
                                  sort_keys=True).encode())
         return digest.hexdigest()[:16]
@@ -156,16 +175,18 @@ class Model:
         return interp
 
     def logits(self, x: np.ndarray, *, stats: np.ndarray | None = None) -> np.ndarray:
-        """Raw logits ``(n, classes)`` for model inputs ``x`` of shape ``(n, n_features, frames)``.
+        """Raw logits ``(n, classes)`` (of :attr:`classes`) for model inputs ``x`` of shape ``(n, n_features, frames)``.
 
         ``stats``: for an encoder model, the corpus's embedding mean and scale, concatenated
         (``--adapt corpus``); the head's own training statistics otherwise.
         """
         out = self.run(x)
-        if self.head is None:
-            return out
-        stats = self.corpus_stats if stats is None else stats
-        return self.head.logits(out, stats=None if stats is None else np.split(np.asarray(stats, np.float64), 2))
+        if self.head is not None:
+            stats = self.corpus_stats if stats is None else stats
+            out = self.head.logits(out, stats=None if stats is None else np.split(np.asarray(stats, np.float64), 2))
+        if self.only is not None:  # a softmax over some logits: those classes' probabilities, renormalised
+            out = out[:, [self.all_classes.index(c) for c in self.only]]
+        return out
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """The LiteRT network's output for inputs ``(n, n_features, frames)``: logits, or an
@@ -247,7 +268,7 @@ def render_card(card: dict) -> str:
     lines = [f"# {card.get('name')} ({card.get('arch')})", "",
              f"{len(classes)}-class speech emotion classifier ({', '.join(classes)}); "
              f"{card.get('params', '?')} parameters; temperature {card.get('temperature', 1.0):.3f} "
-             "(fitted on the validation split)"
+             + ("(the base model's)" if base and "comparison" in tr else "(fitted on the validation split)")
              + (f"; off-domain calibration multiplies it by {cal['off_domain_scale']:.2f} ({cal.get('how', '')})"
                 if (cal := card.get("calibration", {})).get("off_domain_scale") else "") + ".",
              "", "## Training", "",
@@ -256,11 +277,17 @@ def render_card(card: dict) -> str:
                 f"{', '.join(base['classes'])})"] if base else []),
              *([f"- labelled clips per class: {', '.join(f'{c} {n}' for c, n in tr['clips_per_class'].items())}"]
                if tr.get("clips_per_class") else []),
+             *([f"- your labels read as the base model's classes: "
+                f"{', '.join(f'{k} → {v}' for k, v in tr['class_mapping'].items() if k != v) or 'as they are'}"
+                + (f"; new classes: {', '.join(tr['new_classes'])}" if tr.get("new_classes") else "")]
+               if "class_mapping" in tr else []),
+             *([f"- method: {tr['method']}; inputs standardised by {tr['standardised_by']}"] if "method" in tr else []),
+             *([f"- {tr['comparison_line']}"] if tr.get("comparison_line") else []),
              f"- command: `{tr.get('command', '')}`",
              f"- manifest: `{tr.get('manifest', '')}` (sha256 `{tr.get('manifest_sha256', '')}`)",
              (f"- validation clips: {tr['validation']}" if tr.get("validation") else
               f"- split column: `{tr.get('split_column', '')}`") + f"; train {tr.get('n_train')} files, "
-             f"val {tr.get('n_val')} files",
+             f"val {tr.get('n_val')} files" if "n_val" in tr else f"- {tr.get('n_train')} labelled clips",
              *([f"- validation: macro-F1 {tr['val_macro_f1']:.3f}" + (
                  f" at the best epoch (selected by {tr.get('options', {}).get('select_by', 'macro_f1')})"
                  if "best_epoch" in tr else "")] if "val_macro_f1" in tr else []),

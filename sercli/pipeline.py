@@ -68,14 +68,16 @@ class Job:
     @classmethod
     def create(cls, model: str | Path = DEFAULT_MODEL, *, calibration: str = "off-domain", adapt: str = "auto",
                previous_adapt: str | None = None, hop_s: float | None = None, segments: bool = False,
-               windows: bool = False, vad: str = "auto") -> "Job":
+               windows: bool = False, vad: str = "auto", classes: Sequence[str] | None = None) -> "Job":
         """Load ``model`` and settle the options. ``adapt="auto"`` takes ``previous_adapt`` (a run
-        being resumed) or what the model's card says suits it.
+        being resumed) or what the model's card says suits it. ``classes``: answer among these of
+        the model's classes only (:meth:`~sercli.models.Model.restricted`).
 
         Raises :class:`~sercli.models.ModelNotFound` for an unknown model and ``ValueError``
-        (one sentence) for an unusable option, or ``adapt="corpus"`` with a model that cannot adapt.
+        (one sentence) for an unusable option, a class the model does not have, or ``adapt="corpus"``
+        with a model that cannot adapt.
         """
-        mdl = load_model(model, calibration=calibration)
+        mdl = load_model(model, calibration=calibration).restricted(classes)
         mode = resolve_mode(adapt, mdl.card, previous=previous_adapt)
         if mode == "corpus" and mdl.head is None:  # an encoder model adapts its embeddings: no reference needed
             check_reference(mdl.card, mdl.params.n_mels)
@@ -139,6 +141,7 @@ def annotate(
     shift: Sequence[float] | None = None,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
+    classes: Sequence[str] | None = None,
 ) -> Annotation:
     """Classify audio: one file, a list, folders (searched recursively), or an array.
 
@@ -155,6 +158,9 @@ def annotate(
     does what the model's card says suits it (``"corpus"`` for the shipped encoder models, when
     there are enough files; ``"none"`` otherwise; ``result.info["adapt"]`` says which).
     ``shift``: with ``adapt="corpus"``, statistics measured before (``result.info["shift"]``).
+    ``classes``: answer among these of the model's classes only (``["anger", "sadness"]``; common
+    spellings such as ``angry`` are read as the class they name): their probabilities are
+    renormalised to sum to 1 and the tables have only their ``prob_<class>`` columns.
 
     Raises :class:`~sercli.models.ModelNotFound` for an unknown model, ``ValueError`` (one
     sentence) for an unusable option, and :class:`~sercli.adaptation.TooFewFiles` for
@@ -176,7 +182,7 @@ def annotate(
     if shift is not None and adapt not in ("auto", "corpus"):
         raise ValueError("a shift is only used with adapt='corpus'.")
     job = Job.create(model, calibration=calibration, adapt=adapt, hop_s=hop_s, segments=segments, windows=windows,
-                     vad=vad, previous_adapt="corpus" if shift is not None else None)
+                     vad=vad, previous_adapt="corpus" if shift is not None else None, classes=classes)
     if isinstance(inputs, np.ndarray):
         if not sample_rate:
             raise ValueError("An array needs its sample_rate.")

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import EMOTIONS
+from .classes import match_class
 
 __all__ = ["read_results", "summarize", "group_keys", "agreement", "scores", "class_order", "classes_of", "first_group",
            "LOW_CONFIDENCE"]
@@ -177,26 +178,17 @@ def _covered(df: pd.DataFrame) -> pd.Series:
 
 
 #: Other spellings of the shipped classes met in users' label sets (folder names, CSV columns).
-LABEL_ALIASES = {"angry": "anger", "anger": "anger", "disgusted": "disgust", "disgust": "disgust",
-                 "fearful": "fear", "afraid": "fear", "scared": "fear", "fear": "fear", "happy": "happiness",
-                 "joy": "happiness", "happiness": "happiness", "neutral": "neutral", "sad": "sadness",
-                 "sadness": "sadness", "surprised": "surprise", "surprise": "surprise"}
-
-
 def map_labels(labels: pd.Series, classes: list[str]) -> tuple[pd.Series, dict[str, str]]:
     """Reference labels in the table's ``classes``: as they are, or matched ignoring case, or by a
-    common other spelling (:data:`LABEL_ALIASES`, ``Angry`` -> ``anger``); returns the labels and
+    common other spelling (:func:`~sercli.classes.match_class`, ``Angry`` -> ``anger``); returns the labels and
     the mapping used. Raises ``ValueError`` (one sentence) for labels that match no class.
 
     >>> map_labels(pd.Series(["Angry", "sad", "anger"]), ["anger", "sadness"])[0].tolist()
     ['anger', 'sadness', 'anger']
     """
-    by_lower = {c.lower(): c for c in classes}
     mapping, unknown = {}, {}
     for label, n in labels.dropna().astype(str).value_counts().items():
-        key = label.strip().lower()
-        target = label if label in classes else by_lower.get(key) or (
-            LABEL_ALIASES[key] if LABEL_ALIASES.get(key) in classes else None)
+        target = match_class(label, classes)
         if target is None:
             unknown[label] = n
         elif target != label:

@@ -34,10 +34,11 @@ def _model(options: Options) -> Model:
     cache = getattr(_per_thread, "models", None)
     if cache is None:
         cache = _per_thread.models = {}
-    key = (options.model, options.calibration, options.shift, options.model_sha256)
+    key = (options.model, options.calibration, options.shift, options.model_sha256, options.classes)
     if key not in cache:
         model = load_model(options.model, calibration=options.calibration)
         model.check_identity(options.model_sha256)
+        model = model.restricted(options.classes)
         if model.head is not None and options.shift is not None:  # an encoder model adapts its embeddings
             model = replace(model, corpus_stats=options.shift)
         cache[key] = model

@@ -226,7 +226,8 @@ def test_an_interrupted_session_continues_and_its_labels_fine_tune_a_model(table
     assert res.returncode == 0, res.stderr
     card = json.loads((model / "card.json").read_text())
     assert card["classes"] == ["calm", "tense"]
-    assert card["training"]["validation"] == "a stratified slice that shares voices with training"  # no --by
+    assert "stratified folds (no speaker column" in card["training"]["comparison"]["folds"]  # no --by
+    assert "cross-validated UAR" in err  # the comparison, at Finish as after fine-tuning
     again = run_cli(*command[1:-1], str(model), "--jobs", "1", cwd=ROOT)
     assert again.returncode == 2 and "holds a model already" in again.stderr  # the model is kept
 
@@ -254,7 +255,7 @@ def urlopen(url: str, host: str | None = None, method: str = "GET", body: bytes 
 def test_the_server_refuses_other_hosts_wrong_tokens_and_clips_it_did_not_choose(table, tmp_path):
     df = read_results(table)
     book = LabelBook(tmp_path / "labels.csv", CLASSES)
-    session = LabelSession(choose(df, book, limit=3), book, target=10, minimum=5, command="")
+    session = LabelSession(choose(df, book, limit=3)[0], book, target=10, minimum=5, command="")
     server = LabelServer(session)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = server.url

@@ -27,7 +27,7 @@ def run_annotate(*, output, **kwargs) -> int:
     return holding_lock(Path(output), lambda lock: _annotate(output=output, lock=lock, **kwargs))
 
 
-def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, calibration, adapt, include,
+def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, calibration, adapt, classes, include,
               exclude, overwrite, resume, backend, scheduler, quiet, lock) -> int:
     import os
 
@@ -49,9 +49,12 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
                      f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}.")
     tables = {name: path for name, path in (("segments", segments), ("windows", windows)) if path is not None}
     try:
-        previous = _previous_adapt(Path(output)) if adapt == "auto" and resume and output != "-" else None
-        job = Job.create(model, calibration=calibration, adapt=adapt, previous_adapt=previous, hop_s=hop_s,
-                         segments="segments" in tables, windows="windows" in tables, vad=vad)
+        previous = _previous_run(Path(output)) if resume and output != "-" else {}
+        if classes is None and previous.get("classes") is not None:  # a resume keeps the classes it was made with
+            classes = previous["classes"]
+        job = Job.create(model, calibration=calibration, adapt=adapt,
+                         previous_adapt=previous.get("adapt") if adapt == "auto" else None, hop_s=hop_s,
+                         segments="segments" in tables, windows="windows" in tables, vad=vad, classes=classes)
         plan = None
         if output != "-":
             meta = job.metadata(tables=tables, include=include, exclude=exclude)
@@ -114,16 +117,17 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
     return 0 if stats.failed == 0 else 1
 
 
-def _previous_adapt(output: Path) -> str | None:
-    """The ``--adapt`` a run being resumed into ``output`` was made with (its journal's, else its table's)."""
+def _previous_run(output: Path) -> dict:
+    """The metadata of the run being resumed into ``output`` (its journal's, else its table's): what
+    ``--adapt auto`` and ``--classes`` resolved to then."""
     from ..output import Journal, OutputError, table_metadata
 
     journal = Journal.for_output(output)
     try:
         meta = journal.meta() if journal.exists() else (table_metadata(output) if output.exists() else None)
     except (OutputError, OSError, ValueError):
-        return None
-    return (meta or {}).get("adapt")
+        return {}
+    return meta or {}
 
 
 def _adapt(job: Job, paths: list[str], plan: OutputPlan | None, *, jobs: int, quiet: bool) -> None:

@@ -38,8 +38,8 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, t
 
     from ..audio import DecodeError
     from ..label_server import LabelServer, LabelSession
-    from ..labeling import (LabelBook, annotation_cache, choose, emotion_table, is_table, score_command,
-                            train_command, without_long_files)
+    from ..labeling import (LabelBook, Taken, annotation_cache, choose, corpus_table, emotion_table, is_table,
+                            score_command, train_command, without_long_files)
     from ..models import ModelNotFound
     from ..output import OutputError
     from ..reports import classes_of
@@ -51,21 +51,24 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, t
             table = emotion_table(source, model=model, jobs=jobs, cache=cache)
         table, n_long = without_long_files(table)
         book = LabelBook(labels, classes or classes_of(table))
-        taken: set[tuple] = set()
-        for other in not_in:
-            if not Path(other).is_file():
-                raise ValueError(f"The label file {other} (--not-in) does not exist.")
-            taken |= LabelBook(other, []).done()
-        clips = choose(table, book, strategy=strategy, by=by, limit=limit, exclude=taken)
+        taken = Taken.of(not_in) if not_in else None
+        clips, n_taken = choose(table, book, strategy=strategy, by=by, limit=limit, taken=taken)
     except (ValueError, OSError, OutputError, ModelNotFound, DecodeError) as exc:
         return fail(str(exc).rstrip(".") + ".")
+    if taken is not None:
+        err.print(f"{n_taken} clips left out: their recordings" + (f" or their --by groups ({len(taken.groups)})"
+                  if by else "") + f" are in {', '.join(map(str, not_in))}, so the test set is unseen"
+                  + ("" if by or not taken.groups else "; pass the same --by as the training session to leave "
+                     "out its speakers too") + ".", highlight=False)
     if n_long:
         err.print(f"{n_long} files of 30 s or more left out: label their speech regions instead (annotate "
                   "--segments FILE, then sercli label FILE).", highlight=False)
     if not clips:
         return fail(f"{source} has no clip left to label (none was classified, or all are labelled or left out).")
     purpose = "test" if test else "train"
-    command = score_command(source, labels, table=cache) if purpose == "test" else train_command(table, labels)
+    corpus = corpus_table(source, cache)
+    command = score_command(source, labels, table=cache) if purpose == "test" else \
+        train_command(table, labels, corpus=corpus)
     session = LabelSession(clips, book, target=per_class, minimum=MIN_CLIPS_PER_CLASS, command=command,
                            purpose=purpose)
     try:
@@ -98,9 +101,28 @@ def _label(*, source, labels, classes, per_class, by, strategy, limit, not_in, t
         err.print(f"Fine-tuning needs {MIN_CLIPS_PER_CLASS} clips per class; {', '.join(short)} "
                   f"{'has' if len(short) == 1 else 'have'} fewer. Run the same command again to go on.", highlight=False)
     else:
+        _compare(table, labels, corpus, jobs)
         err.print("Fine-tune with:", highlight=False)
         print(command)
     return 0
+
+
+def _compare(table, labels: Path, corpus: Path | None, jobs: int) -> None:
+    """Print what fine-tuning on these labels would give against the base model (cross-validated on
+    the labels), as ``sercli train --init`` will; a base that cannot be fine-tuned prints nothing."""
+    from ..models import DEFAULT_MODEL, load_model
+    from ..training.finetune import Labelled, check_base
+
+    name = str(table["model"].dropna().iloc[0]) if "model" in table and table["model"].notna().any() else DEFAULT_MODEL
+    try:
+        model = load_model(name)
+        check_base(model)
+        with err.status("comparing the base model and a fine-tuned one on your labels"):
+            line = Labelled.read(model, labels, corpus=corpus, jobs=jobs).compare(model).line()
+    except ValueError as exc:
+        err.print(f"No comparison: {exc}", highlight=False)
+        return
+    err.print(line, highlight=False)
 
 
 def _open_browser(url: str, labels: Path) -> Path:

@@ -55,7 +55,7 @@ def run_train(*, manifest, out, opts, jobs, cache_dir, command) -> int:
     return 0
 
 
-def run_train_encoder(*, manifest, out, opts, init, jobs, cache_dir, command) -> int:
+def run_train_encoder(*, manifest, out, opts, init, corpus, jobs, cache_dir, command) -> int:
     """``sercli train`` of an encoder model (or of a new head for one, with ``--init``)."""
     import logging
 
@@ -70,12 +70,17 @@ def run_train_encoder(*, manifest, out, opts, init, jobs, cache_dir, command) ->
     try:
         with err.status("fitting the head" if init else "exporting the encoder and fitting the head"):
             if init:
-                card = fine_tune_head(init, manifest, out, seed=opts.seed, jobs=jobs, command=command)
+                card = fine_tune_head(init, manifest, out, corpus=corpus, seed=opts.seed, jobs=jobs, command=command)
             else:
                 card = train_encoder_model(manifest, out, opts, jobs=jobs, cache_dir=cache_dir, command=command)
     except (ValueError, FileNotFoundError) as exc:  # unusable manifest, too few clips, encoder wheel missing
         return fail(str(exc))
     tr = card["training"]
+    if init:
+        err.print(f"wrote {out} ({len(card['classes'])} classes, {tr['train_seconds']:.0f} s); standardised by "
+                  f"{tr['standardised_by']}", highlight=False)
+        print(tr["comparison_line"])
+        return 0
     err.print(f"wrote {out} ({len(card['classes'])} classes; val macro-F1 {tr['val_macro_f1']:.3f}, "
               f"{tr['train_seconds']:.0f} s)", highlight=False)
     return 0

@@ -7,7 +7,8 @@
 - :mod:`.loop`: the checkpointed training loop of a network (:func:`train`);
 - :mod:`.calibration`: temperature scaling on validation files;
 - :mod:`.export`: LiteRT export, the adaptation reference, library versions;
-- :mod:`.encoder_model`: encoder models (:func:`train_encoder_model`, :func:`fine_tune_head`).
+- :mod:`.encoder_model`: encoder models (:func:`train_encoder_model`);
+- :mod:`.finetune`: a head anchored to an encoder model's, on a user's few labels (:func:`fine_tune_head`).
 
 Networks need Keras/TensorFlow (the ``train`` extra); encoder heads do not.
 """
@@ -15,7 +16,8 @@ Networks need Keras/TensorFlow (the ``train`` extra); encoder heads do not.
 from __future__ import annotations
 
 from .cache import default_cache_dir, load_features
-from .encoder_model import EncoderOptions, fine_tune_head, train_encoder_model
+from .encoder_model import EncoderOptions, train_encoder_model
+from .finetune import fine_tune_head
 from .loop import train
 from .options import FINE_TUNING, MIN_CLIPS_PER_CLASS, TrainOptions, manifest_hash
 

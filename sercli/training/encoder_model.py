@@ -2,9 +2,8 @@
 exported to LiteRT, and an emotion head (:mod:`sercli.heads`) fitted on its embeddings.
 
 :func:`train_encoder_model` builds a model from the published weights (needs the ``encoder`` and
-``train`` extras); :func:`fine_tune_head` fits a new head on a few labelled clips for an existing
-encoder model (``sercli train --init``; needs only the runtime, takes seconds). Both compute
-window embeddings with the exported LiteRT file, exactly as ``annotate`` does.
+``train`` extras), computing window embeddings with the exported LiteRT file, exactly as
+``annotate`` does (:func:`window_embeddings`, also used by :mod:`.finetune`).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import hashlib
 import json
 import logging
 import platform
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ from ..models import MODEL_FILE, PARAMS_FILE, load_model, worker_model, write_ca
 from ..reports import class_order
 from .export import runtime_versions
 
-__all__ = ["EncoderOptions", "fine_tune_head", "train_encoder_model", "window_embeddings"]
+__all__ = ["ENCODER_PACKAGES", "LICENCE_FILE", "EncoderOptions", "train_encoder_model", "window_embeddings"]
 #: The libraries fitting a head uses (no TensorFlow).
 ENCODER_PACKAGES = ("sercli", "numpy", "scikit-learn", "ai-edge-litert")
 
@@ -221,15 +219,6 @@ def _off_domain_scale(train: pd.DataFrame, val: pd.DataFrame, emb: dict, classes
 # --------------------------------------------------------------------------- commands
 
 
-def _how_split(df: pd.DataFrame, train: pd.DataFrame, val: pd.DataFrame) -> str:
-    """How a fine-tuning's validation clips were set apart, for its card."""
-    if "split" in df:
-        return "the manifest's split column"
-    if "speaker" in df and df["speaker"].notna().all() and not set(train["speaker"]) & set(val["speaker"]):
-        return f"whole speakers held out ({val['speaker'].nunique()} of {df['speaker'].nunique()})"
-    return "a stratified slice that shares voices with training"
-
-
 def _rows(manifest: str | Path, split_column: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     from .options import manifest_hash
 
@@ -282,48 +271,6 @@ def train_encoder_model(manifest: str | Path, out: str | Path, opts: EncoderOpti
                          "split_column": opts.split_column, "n_train": len(train), "n_val": len(val),
                          **val_probs, "options": asdict(opts), "train_seconds": round(time.time() - t0, 1),
                          "machine": f"{platform.machine()}, {_cores()} cores", "versions": runtime_versions()}}
-    _write_card(out, card)
-    return card
-
-
-def fine_tune_head(base: str | Path, manifest: str | Path, out: str | Path, *, seed: int = 0, jobs: int = -1,
-                   command: str = "") -> dict:
-    """A new head for the encoder model ``base``, fitted on a few labelled clips (any classes);
-    the encoder is copied unchanged. Validation: whole speakers where possible (as ``sercli
-    train --init``). Returns the card. Raises ``ValueError`` (one sentence) for an ``out`` that
-    holds a model already and for a manifest that cannot train (too few clips, one class)."""
-    from .options import FINE_TUNING, TrainOptions, manifest_hash, split_rows
-
-    t0 = time.time()
-    model = load_model(base)
-    out = Path(out)
-    if (out / "card.json").exists():  # a fine-tuning takes seconds: nothing to resume, a model to keep
-        raise ValueError(f"{out} holds a model already; choose another --out, or delete it first.")
-    df = read_manifest(manifest)
-    train, val = split_rows(df, TrainOptions(seed=seed, val_fraction=FINE_TUNING["val_fraction"]))
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (MODEL_FILE, PARAMS_FILE, LICENCE_FILE):
-        if model.path != out.resolve() and (model.path / name).exists():
-            shutil.copyfile(model.path / name, out / name)
-    emb = window_embeddings(list(train["path"]) + list(val["path"]), out, jobs=jobs)
-    train, val = train[train["path"].isin(emb)], val[val["path"].isin(emb)]
-    classes = class_order(set(train["emotion"]) | set(val["emotion"]))
-    opts = EncoderOptions(**{**model.card.get("training", {}).get("options", {}), "norm": "none", "seed": seed})
-    head = _fit(train, val, emb, classes, opts)
-    head.save(out / HEAD_FILE)
-    temperature = _temperature(head, val, emb, classes)
-    counts = pd.concat([train, val])["emotion"].value_counts()
-    card = {"name": out.name, "arch": model.card.get("arch", ""), "classes": classes, "temperature": temperature,
-            "params": model.card.get("params"), "encoder": model.card.get("encoder", {}),
-            "training": {"command": command, "manifest": str(manifest), "manifest_sha256": manifest_hash(df),
-                         "base_model": {"name": model.name, "sha256": model.identity,
-                                        "classes": list(model.classes)},
-                         "clips_per_class": {c: int(counts.get(c, 0)) for c in classes},
-                         "split_column": "split" if "split" in df else "", "validation": _how_split(df, train, val),
-                         "n_train": len(train), "n_val": len(val),
-                         **_val_scores(head, val, emb, classes, temperature), "options": asdict(opts),
-                         "train_seconds": round(time.time() - t0, 1),
-                         "machine": f"{platform.machine()}, {_cores()} cores", "versions": runtime_versions(ENCODER_PACKAGES)}}
     _write_card(out, card)
     return card
 
