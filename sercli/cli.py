@@ -201,7 +201,8 @@ def label(
 @app.command()
 def evaluate(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Shipped model name or model directory.", metavar="NAME|DIR"),
-    manifest: Path = typer.Option(..., help="Manifest CSV with path, emotion and a split column."),
+    manifest: List[Path] = typer.Option(..., help="Manifest CSV with path, emotion and a split column; "
+                                        "repeatable (the manifests are read as one).", metavar="FILE"),
     split: str = typer.Option("test", help="Which rows to evaluate."),
     split_column: str = typer.Option("split", help="Column holding the split, or loco:CORPUS "
                                      "(that corpus is test)."),
@@ -294,8 +295,9 @@ def manifest(
 
 @app.command()
 def train(
-    manifest: Path = typer.Option(..., help="Manifest CSV: path, emotion (any labels), and a split or speaker "
-                                  "column."),
+    manifest: List[Path] = typer.Option(..., help="Manifest CSV: path, emotion (any labels), and a split or "
+                                        "speaker column; repeatable (the manifests are read as one).",
+                                        metavar="FILE"),
     out: Path = typer.Option(..., help="Model directory to write (resumes if it holds a checkpoint)."),
     init: Optional[str] = typer.Option(None, "--init", help="Fine-tune this model (a shipped name or a model "
                                        "directory) instead of training from scratch; its feature front end is "
@@ -313,6 +315,13 @@ def train(
     norm: str = typer.Option("corpus", help="whisper-*: corpus (standardise each training corpus's embeddings "
                              "with its own statistics) or none.", metavar="corpus|none"),
     quantize: bool = typer.Option(True, help="whisper-*: int8 dynamic-range weights in the LiteRT file."),
+    c: Optional[float] = typer.Option(None, "--C", help="whisper-*: the linear head's inverse regularisation "
+                                      "(default: the best on val of 0.0003, 0.001, 0.01; held-out corpora prefer "
+                                      "small values: benchmarks/encoder_screen.py).", metavar="C"),
+    weighting: str = typer.Option("clips", help="whisper-*: clips (every training window counts once) or corpora "
+                                  "(every corpus weighs the same).", metavar="clips|corpora"),
+    mask_padding: bool = typer.Option(False, help="whisper-*: attention and pooling skip the padding of clips "
+                                      "shorter than a window."),
     split_column: str = typer.Option("split", help="Column with train/val/test, or loco:CORPUS to hold "
                                      "that corpus out (leave-one-corpus-out); without it every row trains, and a "
                                      "validation slice is carved out (whole speakers where possible)."),
@@ -350,8 +359,10 @@ def train(
     encoders = [f"whisper-{size}" for size in SOURCES]
     if arch not in ARCHITECTURES and arch not in encoders:
         _fail(f"unknown architecture {arch!r}; choose one of {', '.join([*ARCHITECTURES, *encoders])}.")
-    if not manifest.is_file():
-        _fail(f"the manifest {manifest} does not exist.")
+    missing = [m for m in manifest if not m.is_file()]
+    if missing:
+        _fail(f"the manifest {missing[0]} does not exist.")
+    manifest = manifest[0] if len(manifest) == 1 else manifest
     base = None
     if init is not None:
         from .training.finetune import check_base
@@ -374,7 +385,8 @@ def train(
         if head not in ("linear", "mlp") or norm not in ("corpus", "none"):
             _fail("--head must be linear or mlp, and --norm corpus or none.")
         opts = EncoderOptions(size=arch.removeprefix("whisper-"), layers=layers, head=head, norm=norm,
-                              quantize=quantize, split_column=split_column, seed=seed)
+                              quantize=quantize, split_column=split_column, seed=seed, C=c, weighting=weighting,
+                              mask_padding=mask_padding)
         raise typer.Exit(run_train_encoder(manifest=manifest, out=out, opts=opts, init=init, corpus=corpus, jobs=jobs,
                                            cache_dir=cache_dir, command=command))
     if select_by not in (None, "macro_f1", "nll"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ from .audio import AUDIO_EXTENSIONS
 from .discovery import walk
 from .reports import first_group
 
-__all__ = ["EMOTIONS", "FORMATS", "parse_name", "read_class_folders", "read_corpus", "read_labels_csv", "read_manifest",
+__all__ = ["EMOTIONS", "FORMATS", "manifest_name", "parse_name", "read_class_folders", "read_corpus", "read_labels_csv", "read_manifest",
            "skewed", "speaker_split", "speakers_from_paths", "split_labels"]
 
 #: The seven classes, in model output order.
@@ -157,10 +157,12 @@ def speakers_from_paths(paths: pd.Series, regex: str) -> pd.Series:
     return first_group(paths, pattern)
 
 
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    """Read a manifest CSV (``path,emotion[,speaker,split,...]``); relative paths are
-    resolved against the manifest's folder. ``emotion`` may hold any labels (a model trained
-    on them has those classes); rows without one are kept (``evaluate`` skips them)."""
+def read_manifest(path: "str | Path | Sequence[str | Path]") -> pd.DataFrame:
+    """Read a manifest CSV (``path,emotion[,speaker,split,...]``), or several one after the other;
+    relative paths are resolved against each manifest's folder. ``emotion`` may hold any labels (a
+    model trained on them has those classes); rows without one are kept (``evaluate`` skips them)."""
+    if not isinstance(path, (str, Path)):
+        return pd.concat([read_manifest(p) for p in path], ignore_index=True)
     path = Path(path)
     df = pd.read_csv(path, dtype={"speaker": str})
     missing = {"path", "emotion"} - set(df.columns)
@@ -171,6 +173,15 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     labels = df["emotion"]
     df["emotion"] = labels.where(labels.isna(), labels.astype(str).str.strip())
     return df
+
+
+def manifest_name(path: "str | Path | Sequence[str | Path]") -> str:
+    """How a card names the manifest(s) it was made from: one path, or several joined by `` + ``.
+
+    >>> manifest_name(["a.csv", "b.csv"])
+    'a.csv + b.csv'
+    """
+    return str(path) if isinstance(path, (str, Path)) else " + ".join(map(str, path))
 
 
 def split_labels(df: pd.DataFrame, column: str) -> pd.Series:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .corpora import read_manifest, split_labels
+from .corpora import manifest_name, read_manifest, split_labels
 from .models import CALIBRATIONS, load_model
 from .pipeline import annotate
 from .reports import agreement
@@ -56,7 +56,8 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
     could not be classified, with their status). For a model with an off-domain scale,
     ``ece_by_calibration`` gives the ECE under both calibrations (from the same classification: the
     window probabilities are re-tempered, :func:`_recalibrated`).
-    ``adapt="corpus"`` adapts to the evaluated rows as annotate does to its inputs: under
+    ``adapt="corpus"`` (or ``"auto"`` for a model that adapts) adapts to the evaluated rows as
+    annotate does to its inputs, each corpus of a ``corpus`` column on its own: under
     ``loco:CORPUS``, the held-out corpus is the user's corpus.
 
     Raises ``ValueError`` (no rows in the split, an unusable manifest or option),
@@ -68,21 +69,21 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
     if rows.empty:
         raise ValueError(f"The manifest has no rows with {split_column} = {split!r}.")
 
-    result = annotate(list(rows["path"]), model=model, jobs=jobs, calibration=calibration, adapt=adapt,
-                      windows=True)
-    shift = result.info["shift"]
+    files, windows, infos = _annotate_by_corpus(rows, model=model, jobs=jobs, calibration=calibration, adapt=adapt)
+    shift = infos[0]["shift"] if len(infos) == 1 else None
     truth = rows.rename(columns={"emotion": "true"})
-    pred = result.files.merge(truth, on="path", how="left")
+    pred = files.merge(truth, on="path", how="left")
     ok = pred[pred["status"].eq("ok")]
     scored = agreement(pred, rows[["path", "emotion"]])
     metrics = {
         "model": str(model),
-        "manifest": str(manifest),
+        "manifest": manifest_name(manifest),
         "split_column": split_column,
         "split": split,
         "calibration": calibration,
         "adapt": adapt,
-        "adapt_used": result.info["adapt"],
+        "adapt_used": infos[0]["adapt"] if len({i["adapt"] for i in infos}) == 1 else "per corpus: " + ", ".join(
+            f"{c} {i['adapt']}" for c, i in zip(sorted(set(rows.get("corpus", []))), infos)),
         **({"shift": shift} if shift is not None and len(shift) <= 128 else {}),  # not an encoder's 2 x dim
         **_headline(scored, ok),
         "per_class": scored["per_class"].round(4).to_dict(orient="index"),
@@ -97,9 +98,22 @@ def evaluate(model: str, manifest: str | Path, *, split: str = "test", split_col
         ratio = load_model(model, calibration=calibration).temperature / load_model(model, calibration=other).temperature
         metrics["ece_by_calibration"] = {calibration: metrics["ece"],
                                          other: _headline(scored, _recalibrated(
-                                             result.windows[result.windows["path"].isin(ok["path"])], ratio,
+                                             windows[windows["path"].isin(ok["path"])], ratio,
                                              truth))["ece"]}
     return metrics, pred
+
+
+def _annotate_by_corpus(rows: pd.DataFrame, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """The files and windows tables of ``rows``, and each run's info: one annotate run per corpus of
+    a ``corpus`` column when adapting (each corpus adapted to on its own, as a user's corpus would
+    be, and as each training corpus was standardised), else one run."""
+    if kwargs["adapt"] == "none" or "corpus" not in rows or rows["corpus"].nunique() < 2:
+        groups = [rows]
+    else:
+        groups = [g for _, g in rows.groupby("corpus", sort=True)]
+    results = [annotate(list(g["path"]), windows=True, **kwargs) for g in groups]
+    return (pd.concat([r.files for r in results], ignore_index=True),
+            pd.concat([r.windows for r in results], ignore_index=True), [r.info for r in results])
 
 
 def _recalibrated(windows: pd.DataFrame, ratio: float, truth: pd.DataFrame) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """The shipped encoder model(s) (a Whisper encoder cut after a few blocks, and a NumPy head) through
 everything a shipped model supports: segments and windows, both calibrations, ``--adapt corpus``
-(here: the corpus's embedding statistics) with resume, ``train --init`` (a new head, in seconds),
+(here: the corpus's embedding statistics) with resume, ``train --init`` (an anchored head, in seconds),
 Dask, and the rebuild of its encoder from the published weights."""
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def test_adapt_corpus_standardises_embeddings_with_the_corpus_statistics_and_res
     assert not np.allclose(plain.filter(like="prob_").to_numpy(float), adapted.filter(like="prob_").to_numpy(float))
 
 
-def test_fine_tuning_an_encoder_model_fits_a_new_head_in_seconds(shared, tmp_path):
+def test_fine_tuning_an_encoder_model_takes_seconds_and_gives_the_users_classes(shared, tmp_path):
     m = pd.read_csv(shared / "manifest.csv", dtype={"speaker": str})
     m = m[m["corpus"].eq("savee") & m["emotion"].isin(["anger", "neutral", "sadness"])]
     rows = m.groupby(["emotion", "speaker"]).head(3)
@@ -101,9 +101,10 @@ def test_fine_tuning_an_encoder_model_fits_a_new_head_in_seconds(shared, tmp_pat
     assert res.returncode == 0, res.stderr
     assert seconds < 60, f"fine-tuning {len(mine)} clips took {seconds:.0f} s"
     card = json.loads((tmp_path / "mym" / "card.json").read_text())
-    assert card["classes"] == ["angry", "calm", "low"] and card["training"]["base_model"]["name"] == NAME
+    assert card["classes"] == ["anger", "calm", "low"] and card["training"]["base_model"]["name"] == NAME
+    assert card["training"]["class_mapping"] == {"angry": "anger"}  # a shipped class in another spelling
     out = sercli.annotate(EXAMPLES, model=str(tmp_path / "mym"), jobs=1).files
-    assert [c for c in out.columns if c.startswith("prob_")] == ["prob_angry", "prob_calm", "prob_low"]
+    assert [c for c in out.columns if c.startswith("prob_")] == ["prob_anger", "prob_calm", "prob_low"]
 
 
 def test_encoder_model_on_a_dask_cluster_gives_the_local_rows(tmp_path):

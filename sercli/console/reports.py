@@ -21,8 +21,10 @@ def run_evaluate(*, model, manifest, split, split_column, json_out, plot, record
 
     try:
         load_model(model, calibration=calibration)
-        if not manifest.is_file():
-            return fail(f"the manifest {manifest} does not exist.")
+        missing = [m for m in manifest if not m.is_file()]
+        if missing:
+            return fail(f"the manifest {missing[0]} does not exist.")
+        manifest = manifest[0] if len(manifest) == 1 else manifest
         metrics, _ = evaluate(model, manifest, split=split, split_column=split_column, jobs=jobs,
                               calibration=calibration, adapt=adapt)
     except (ModelNotFound, ValueError) as exc:

@@ -22,7 +22,7 @@ import pandas as pd
 from .. import features as F
 
 from .. import windowing as W
-from ..corpora import read_manifest, split_labels
+from ..corpora import manifest_name, read_manifest, split_labels
 from ..embeddings import clip_windows
 from ..heads import HEAD_FILE, Head, corpus_stats, fit_head, reference_stats, standardise
 from ..models import MODEL_FILE, PARAMS_FILE, load_model, worker_model, write_card
@@ -59,6 +59,12 @@ class EncoderOptions:
     quantize: bool = True
     split_column: str = "split"
     seed: int = 0
+    #: a linear head's inverse regularisation; ``None``: the best of :data:`~sercli.heads.C_GRID` on ``val``
+    C: float | None = None
+    #: "clips" (every training window counts once) or "corpora" (every corpus weighs the same)
+    weighting: str = "clips"
+    #: attention and pooling skip the padding of clips shorter than a window (:func:`~sercli.encoder.padding_mask`)
+    mask_padding: bool = False
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -149,14 +155,27 @@ def _speech_windows(rows: pd.DataFrame, emb: dict) -> _Windows:
     return _Windows(np.concatenate(xs).astype(np.float64), np.concatenate(clips), np.concatenate(groups))
 
 
-def _clip_logits(head: Head, rows: pd.DataFrame, emb: dict, stats: tuple | None) -> list[tuple]:
+def _clip_logits(head: Head, rows: pd.DataFrame, emb: dict, stats: tuple | dict | None) -> list[tuple]:
     """Per clip, ``(window logits, windows)`` as annotate computes them, standardised with ``stats``
-    (a corpus's ``(mean, scale)``) or, with ``None``, the head's own."""
+    (a corpus's ``(mean, scale)``, or one per corpus of the ``corpus`` column) or, with ``None``,
+    the head's own."""
     out = []
-    for path in rows["path"]:
+    corpus = rows["corpus"] if "corpus" in rows else pd.Series("corpus", index=rows.index)
+    for path, c in zip(rows["path"], corpus):
         e, start, end, silent = emb[path]
-        out.append((head.logits(e, stats=stats), W.Windows(np.zeros((len(e), 0, 0)), start, end, silent)))
+        s = stats.get(c) if isinstance(stats, dict) else stats
+        out.append((head.logits(e, stats=s), W.Windows(np.zeros((len(e), 0, 0)), start, end, silent)))
     return out
+
+
+def _annotate_stats(rows: pd.DataFrame, emb: dict, opts: EncoderOptions) -> dict | None:
+    """The statistics annotate would standardise each corpus of ``rows`` with (``--adapt auto``:
+    the corpus's own, measured on all its clips here, for a head trained per corpus); ``None``
+    for a head that keeps its own."""
+    if opts.norm != "corpus":
+        return None
+    w = _speech_windows(rows, emb)
+    return {c: corpus_stats(w.x[w.group == c]) for c in np.unique(w.group)}
 
 
 def _fit(rows: pd.DataFrame, val: pd.DataFrame, emb: dict, classes: list[str], opts: EncoderOptions) -> Head:
@@ -166,22 +185,30 @@ def _fit(rows: pd.DataFrame, val: pd.DataFrame, emb: dict, classes: list[str], o
     index = {c: i for i, c in enumerate(classes)}
     y_tr = rows["emotion"].map(index).to_numpy()[tr.clip]
     y_va = val["emotion"].map(index).to_numpy()[va.clip]
+    weight = None
+    if opts.weighting == "corpora":  # every corpus weighs the same, whatever its number of windows
+        names, counts = np.unique(tr.group, return_counts=True)
+        per = dict(zip(names, len(tr.group) / (len(names) * counts)))
+        weight = np.array([per[g] for g in tr.group])
+    elif opts.weighting != "clips":
+        raise ValueError(f"weighting must be clips or corpora, not {opts.weighting!r}.")
+    kwargs = {"kind": opts.head, "n_classes": len(classes), "seed": opts.seed, "C": opts.C, "sample_weight": weight}
     if opts.norm == "corpus":
-        head = fit_head(standardise(tr.x, tr.group), y_tr, standardise(va.x, va.group), y_va, kind=opts.head,
-                        n_classes=len(classes), seed=opts.seed)
+        head = fit_head(standardise(tr.x, tr.group), y_tr, standardise(va.x, va.group), y_va, **kwargs)
         return head.refer_to(*reference_stats(tr.x, tr.group))
-    return fit_head(tr.x, y_tr, va.x, y_va, kind=opts.head, n_classes=len(classes), seed=opts.seed)
+    return fit_head(tr.x, y_tr, va.x, y_va, **kwargs)
 
 
-def _temperature(head: Head, val: pd.DataFrame, emb: dict, classes: list[str]) -> float:
+def _temperature(head: Head, val: pd.DataFrame, emb: dict, classes: list[str], stats: dict | None) -> float:
+    """The temperature that fits the validation clips standardised as annotate would (``stats``)."""
     from .calibration import fit_temperature
 
     labels = val["emotion"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    return fit_temperature(_clip_logits(head, val, emb, None), labels)
+    return fit_temperature(_clip_logits(head, val, emb, stats), labels)
 
 
 def _off_domain_scale(train: pd.DataFrame, val: pd.DataFrame, emb: dict, classes: list[str],
-                      opts: EncoderOptions) -> dict:
+                      opts: EncoderOptions, stats: dict | None) -> dict:
     """The factor on the temperature that minimises the expected calibration error of heads
     tested on a training corpus they were not fitted on (each corpus with validation rows held
     out in turn), standardised as annotate does by default: with the held-out corpus's own
@@ -197,10 +224,10 @@ def _off_domain_scale(train: pd.DataFrame, val: pd.DataFrame, emb: dict, classes
         tr, va = train[train["corpus"].ne(corpus)], val[val["corpus"].ne(corpus)]
         test = pd.concat([train[train["corpus"].eq(corpus)], val[val["corpus"].eq(corpus)]])
         head = _fit(tr, va, emb, classes, opts)
-        t = _temperature(head, va, emb, classes)
+        t = _temperature(head, va, emb, classes, stats)
         truth = test["emotion"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-        stats = corpus_stats(_speech_windows(test, emb).x) if opts.norm == "corpus" else None
-        folds.append((_clip_logits(head, test, emb, stats), t, truth))
+        held = corpus_stats(_speech_windows(test, emb).x) if opts.norm == "corpus" else None
+        folds.append((_clip_logits(head, test, emb, held), t, truth))
 
     def ece(scale: float) -> float:
         per = []
@@ -244,7 +271,8 @@ def train_encoder_model(manifest: str | Path, out: str | Path, opts: EncoderOpti
                          "and calibrated on them.")
     out.mkdir(parents=True, exist_ok=True)
     params = F.whisper_params()
-    net = pooled_encoder(load_weights(opts.size), layers=opts.layers, frames=params.window_frames)
+    net = pooled_encoder(load_weights(opts.size), layers=opts.layers, frames=params.window_frames,
+                         masked=opts.mask_padding)
     (out / MODEL_FILE).write_bytes(to_tflite(net, quantize=opts.quantize))
     (out / PARAMS_FILE).write_text(json.dumps(params.to_dict(), indent=1))
     (out / LICENCE_FILE).write_text(SOURCES[opts.size].licence_text())
@@ -258,16 +286,17 @@ def train_encoder_model(manifest: str | Path, out: str | Path, opts: EncoderOpti
     classes = class_order(set(train["emotion"]) | set(val["emotion"]))
     head = _fit(train, val, emb, classes, opts)
     head.save(out / HEAD_FILE)
-    temperature = _temperature(head, val, emb, classes)
-    val_probs = _val_scores(head, val, emb, classes, temperature)
+    stats = _annotate_stats(pd.concat([train, val]), emb, opts)  # each corpus standardised as annotate would
+    temperature = _temperature(head, val, emb, classes, stats)
+    val_probs = _val_scores(head, val, emb, classes, temperature, stats)
     card = {"name": out.name, "arch": f"whisper-{opts.size}-l{opts.layers}-{opts.head}", "classes": classes,
             "temperature": temperature, "params": int(net.count_params() + sum(w.size for w, _ in head.layers)),
-            "calibration": _off_domain_scale(train, val, emb, classes, opts),
+            "calibration": _off_domain_scale(train, val, emb, classes, opts, stats),
             **({"adapt_default": "corpus"} if opts.norm == "corpus" else {}),
             "encoder": {"size": opts.size, "layers": opts.layers, "quantized": opts.quantize,
                         "source": SOURCES[opts.size].describe(), "licence": f"MIT ({LICENCE_FILE})",
                         "notice": WHISPER_NOTICE},
-            "training": {"command": command, "manifest": str(manifest), "manifest_sha256": digest,
+            "training": {"command": command, "manifest": manifest_name(manifest), "manifest_sha256": digest,
                          "split_column": opts.split_column, "n_train": len(train), "n_val": len(val),
                          **val_probs, "options": asdict(opts), "train_seconds": round(time.time() - t0, 1),
                          "machine": f"{platform.machine()}, {_cores()} cores", "versions": runtime_versions()}}
@@ -275,12 +304,13 @@ def train_encoder_model(manifest: str | Path, out: str | Path, opts: EncoderOpti
     return card
 
 
-def _val_scores(head: Head, val: pd.DataFrame, emb: dict, classes: list[str], temperature: float) -> dict:
+def _val_scores(head: Head, val: pd.DataFrame, emb: dict, classes: list[str], temperature: float,
+                stats: dict | None) -> dict:
     from sklearn.metrics import f1_score
 
     from .calibration import file_probs
 
-    probs = file_probs(_clip_logits(head, val, emb, None), temperature)
+    probs = file_probs(_clip_logits(head, val, emb, stats), temperature)
     truth = val["emotion"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     return {"val_macro_f1": round(float(f1_score(truth, probs.argmax(axis=1), average="macro")), 4),
             "val_accuracy": round(float((probs.argmax(axis=1) == truth).mean()), 4)}

@@ -296,6 +296,7 @@ def fine_tune_head(base: str | Path, manifest: str | Path, out: str | Path, *, c
     Raises ``ValueError`` (one sentence) for an ``out`` that holds a model already, a base
     without a linear head, and a manifest that cannot train (too few clips, one class).
     """
+    from ..corpora import manifest_name
     from ..models import MODEL_FILE, PARAMS_FILE
     from .encoder_model import ENCODER_PACKAGES, LICENCE_FILE, _cores, _write_card
     from .export import runtime_versions
@@ -318,7 +319,7 @@ def fine_tune_head(base: str | Path, manifest: str | Path, out: str | Path, *, c
     card = {"name": out.name, "arch": model.card.get("arch", ""), "classes": clips.classes,
             "temperature": model.temperature, "params": model.card.get("params"),
             "encoder": model.card.get("encoder", {}), "adapt_default": "corpus",
-            "training": {"command": command, "manifest": str(manifest), "manifest_sha256": clips.manifest_sha256,
+            "training": {"command": command, "manifest": manifest_name(manifest), "manifest_sha256": clips.manifest_sha256,
                          "base_model": {"name": model.name, "sha256": model.identity, "classes": list(model.all_classes)},
                          "class_mapping": clips.mapping,
                          "new_classes": [c for c in clips.classes if c not in model.all_classes],

@@ -18,7 +18,7 @@ import pandas as pd
 from .. import features as F
 from ..adaptation import reference_entry
 from ..architectures import ARCHITECTURES, build
-from ..corpora import read_manifest
+from ..corpora import manifest_name, read_manifest
 from ..models import KERAS_FILE, load_model
 from ..reports import class_order
 from .augment import epoch_data
@@ -210,7 +210,7 @@ def train(manifest: str | Path, out: str | Path, opts: TrainOptions, *, jobs: in
         "temperature": temperature,
         "training": {
             "command": command,
-            "manifest": str(manifest),
+            "manifest": manifest_name(manifest),
             "manifest_sha256": manifest_hash(df),
             "split_column": opts.split_column,
             "n_train": len(train_items),
