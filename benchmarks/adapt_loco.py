@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sercli.corpora import skewed
+from sercli.training.corpora import skewed
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT.parent / "shared" / "corpora" / "manifest.csv"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sercli.embeddings import cache_embeddings
+from sercli.training.embeddings import cache_embeddings
 from sercli.training import default_cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sercli.corpora import skewed
-from sercli.embeddings import load_cache
+from sercli.training.corpora import skewed
+from sercli.training.embeddings import load_cache
 from sercli.heads import fit_head, prior_adjust, reference_stats, standardise
 from sercli.training import default_cache_dir
 

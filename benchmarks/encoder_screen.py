@@ -9,7 +9,7 @@ file gives (``window_embeddings``, cached in ``~/.cache/sercli``), on all six co
   with its own statistics; the held-out corpus is standardised with its own (``--adapt auto``);
   UAR over its classes, 7-way argmax;
 - ``skewed``: the same heads on each held-out corpus's speaker-skewed subset (each speaker keeps
-  two emotions, :func:`sercli.corpora.skewed`), standardised with that subset's statistics;
+  two emotions, :func:`sercli.training.corpora.skewed`), standardised with that subset's statistics;
 - ``split``: trained on ``split == train`` of every training corpus, tested on ``split == test``,
   each test corpus standardised with its own statistics; accuracy and UAR.
 
@@ -46,7 +46,7 @@ class Corpus:
     """Every labelled clip's speech windows, with each window's clip and corpus, and the clip table."""
 
     def __init__(self, model: str) -> None:
-        from sercli.corpora import read_manifest
+        from sercli.training.corpora import read_manifest
         from sercli.reports import class_order
         from sercli.training import default_cache_dir
         from sercli.training.encoder_model import window_embeddings
@@ -110,7 +110,7 @@ def score(db: Corpus, head, clips: np.ndarray) -> dict:
 
 
 def arm_scores(db: Corpus, C: float, weighting: str, train_set: str) -> dict:
-    from sercli.corpora import skewed
+    from sercli.training.corpora import skewed
 
     rows = db.rows
     out = {}

@@ -66,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from sercli.corpora import read_manifest, split_labels
+    from sercli.training.corpora import read_manifest, split_labels
     from sercli.heads import corpus_stats
     from sercli.models import load_model
     from sercli.reports import class_order

@@ -22,6 +22,9 @@ __all__ = [
     "EMOTIONS",
     "__version__",
     "Annotation",
+    "FileResult",
+    "Run",
+    "RunInfo",
     "annotate",
     "available_models",
     "evaluate",
@@ -36,6 +39,9 @@ DEFAULT_MODEL = "whisper-base"
 
 _LAZY = {
     "Annotation": "pipeline",
+    "FileResult": "pipeline",
+    "Run": "pipeline",
+    "RunInfo": "pipeline",
     "annotate": "pipeline",
     "available_models": "models",
     "load_model": "models",
@@ -47,7 +53,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from .evaluation import evaluate
     from .models import available_models, load_model
-    from .pipeline import Annotation, annotate
+    from .pipeline import Annotation, FileResult, Run, RunInfo, annotate
     from .reports import read_results, summarize
 
 

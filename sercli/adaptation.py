@@ -1,6 +1,8 @@
-"""Unlabelled corpus adaptation (``--adapt corpus``): before annotating, measure the mean
-spectral envelope of the user's corpus and shift every log-mel frame so that it matches the
-envelope of the corpora the model was trained on.
+"""Unlabelled corpus adaptation (``--adapt corpus``). An encoder model standardises its window
+embeddings with the corpus's own mean and spread, measured on the windows it classifies
+(:meth:`sercli.job.Job.adapt_to`). A network on log-mel input instead measures, before
+annotating, the mean spectral envelope of the user's corpus and shifts every log-mel frame so
+that it matches the envelope of the corpora the model was trained on (this module).
 
 The envelope is the mean over speech frames (within :data:`SPEECH_MARGIN_DB` of the file's
 loudest frame) of the log-mel spectrum with each frame's level removed, so loudness does not
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -26,11 +28,13 @@ from .models import ADAPTATION_KEY as CARD_KEY
 from .workers import local_executor
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     from .models import Model
 
-__all__ = ["ADAPT_CHOICES", "ADAPT_MODES", "CARD_KEY", "MAX_SHIFT_DB", "MIN_FILES", "SAMPLE_FILES", "SAMPLE_SECONDS",
-           "Envelope", "TooFewFiles", "check_reference", "corpus_shift", "embedding_stats", "measure_envelope",
-           "reference_entry", "reference_envelope", "resolve_mode"]
+__all__ = ["ADAPT_CHOICES", "ADAPT_MODES", "CARD_KEY", "MAX_SHIFT_DB", "MIN_FILES", "MIN_SEGMENTS", "SAMPLE_FILES",
+           "SAMPLE_SECONDS", "Envelope", "TooFewFiles", "check_reference", "corpus_shift", "measure_envelope",
+           "reference_entry", "reference_envelope", "resolve_mode", "sample_paths"]
 
 #: ``--adapt`` choices: no adaptation, or one shift for the whole input ("auto": what the model's
 #: card says suits it, :func:`resolve_mode`, falling back to "none" for fewer than MIN_FILES files).
@@ -42,8 +46,11 @@ SPEECH_MARGIN_DB = 35.0
 SAMPLE_FILES = 300
 #: ... and seconds read from each.
 SAMPLE_SECONDS = 60.0
-#: Fewer readable files than this are too few to stand for a corpus.
+#: Fewer readable files than this are too few to stand for a corpus (a network on log-mel input) ...
 MIN_FILES = 20
+#: ... and fewer speech segments than this (files, or speech regions of long recordings: an
+#: encoder model measures the windows it classifies, so one long interview can be a corpus).
+MIN_SEGMENTS = 20
 #: The shift is kept within ± this many dB: the held-out corpora of the leave-one-corpus-out
 #: protocol needed up to 15 dB; a band the corpus's channel cuts off (a telephone line above
 #: 3.4 kHz) asks for 35 dB, which would lift noise, not speech.
@@ -118,14 +125,15 @@ def _file_envelope(path: str, params: FeatureParams) -> Envelope | None:
     return env
 
 
-def measure_envelope(paths: Sequence[str | Path], params: FeatureParams, *, jobs: int = 1,
-                     seed: int = 0) -> Envelope:
+def measure_envelope(paths: Sequence[str | Path], params: FeatureParams,
+                     executor_factory: Callable[[], Executor] | None = None) -> Envelope:
     """The envelope of up to :data:`SAMPLE_FILES` of ``paths`` (a fixed random sample of more),
-    measured in the annotate worker pool of ``jobs`` processes; unreadable and silent files
+    measured by the run's executor (default: one local process); unreadable and silent files
     are left out."""
-    paths = _sample(paths, seed)
+    paths = sample_paths(paths)
     total = Envelope.empty(params.n_mels)
-    for part in local_executor(jobs).map(_file_envelope, paths, [params] * len(paths), chunksize=8):
+    executor = executor_factory() if executor_factory is not None else local_executor(1)
+    for part in executor.map(_file_envelope, paths, [params] * len(paths)):
         if part is not None:
             total = total.merge(part)
     return total
@@ -135,28 +143,23 @@ class TooFewFiles(ValueError):
     """Fewer than :data:`MIN_FILES` readable files with speech: too few to stand for a corpus."""
 
 
-def corpus_shift(paths: Sequence[str | Path], model: "Model", *, jobs: int = 1) -> np.ndarray:
-    """What ``--adapt corpus`` applies, measured on ``paths``: for a network on log-mel input, the
+def corpus_shift(paths: Sequence[str | Path], model: "Model",
+                 executor_factory: Callable[[], Executor] | None = None) -> np.ndarray:
+    """What ``--adapt corpus`` applies for a network on log-mel input, measured on ``paths``: the
     per-band shift ``(n_mels,)`` in dB that moves their envelope onto the model's reference,
-    within ±:data:`MAX_SHIFT_DB`; for an encoder model, the mean and scale of their window
-    embeddings, concatenated (:func:`embedding_stats`). Raises ``ValueError`` (one sentence)
-    when it cannot be measured."""
-    if len(paths) < MIN_FILES:
-        stats, files = np.zeros(0), len(paths)  # too few whatever their content: nothing to measure
-    elif model.head is not None:
-        stats, files = embedding_stats(paths, model, jobs=jobs)
-    else:
-        reference = check_reference(model.card, model.params.n_mels)
-        env = measure_envelope(paths, model.params, jobs=jobs)
-        stats, files = np.clip(reference - env.mean, -MAX_SHIFT_DB, MAX_SHIFT_DB), env.files
-    if files < MIN_FILES:
+    within ±:data:`MAX_SHIFT_DB`. (An encoder model measures its embeddings instead, as it
+    classifies: :meth:`sercli.job.Job.adapt_to`.) Raises :class:`TooFewFiles` (one sentence)."""
+    reference = check_reference(model.card, model.params.n_mels)
+    env = measure_envelope(paths, model.params, executor_factory) if len(paths) >= MIN_FILES else \
+        Envelope.empty(model.params.n_mels)
+    if env.files < MIN_FILES:
         raise TooFewFiles(f"adapting to a corpus needs at least {MIN_FILES} readable audio files with speech, and "
-                         f"{files} of the {len(paths)} files found have it: add files recorded the same way, "
+                         f"{env.files} of the {len(paths)} files found have it: add files recorded the same way, "
                          "or run without --adapt.")
-    return stats
+    return np.clip(reference - env.mean, -MAX_SHIFT_DB, MAX_SHIFT_DB)
 
 
-def _sample(paths: Sequence[str | Path], seed: int = 0) -> list[str]:
+def sample_paths(paths: Sequence[str | Path], seed: int = 0) -> list[str]:
     """Up to :data:`SAMPLE_FILES` of ``paths``: all of them, or a fixed random sample."""
     paths = sorted(map(str, paths))
     if len(paths) > SAMPLE_FILES:
@@ -179,36 +182,6 @@ def _first_block(path: str, params: FeatureParams) -> np.ndarray | None:
     if len(y) < params.n_fft or frame_db(y, params).max() < params.silence_db:
         return None
     return y
-
-
-def _file_embedding_sums(path: str, model_path: str) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """Sum and sum of squares of the embeddings of a file's windows with speech, and their count."""
-    from .windowing import windows
-    from .models import worker_model
-
-    model = worker_model(model_path)
-    y = _first_block(path, model.params)
-    if y is None:
-        return None
-    w = windows(y, model.params)
-    emb = model.run(w.x[~w.silent]).astype(np.float64)
-    return (emb.sum(axis=0), np.square(emb).sum(axis=0), len(emb)) if len(emb) else None
-
-
-def embedding_stats(paths: Sequence[str | Path], model: "Model", *, jobs: int = 1) -> tuple[np.ndarray, int]:
-    """The mean and standard deviation of an encoder model's window embeddings over up to
-    :data:`SAMPLE_FILES` of ``paths`` (windows with speech, the first :data:`SAMPLE_SECONDS` of
-    each file), concatenated ``(2 dim,)``, and the number of files measured."""
-    paths = _sample(paths)
-    total, squares, n, files = 0.0, 0.0, 0, 0
-    for part in local_executor(jobs).map(_file_embedding_sums, paths, [str(model.path)] * len(paths), chunksize=8):
-        if part is not None:
-            total, squares, n, files = total + part[0], squares + part[1], n + part[2], files + 1
-    if not n:
-        return np.zeros(0), 0
-    mean = total / n
-    std = np.sqrt(np.maximum(squares / n - mean ** 2, 0.0)) + 1e-5
-    return np.round(np.concatenate([mean, std]), 5), files
 
 
 def reference_entry(features: Iterable[tuple[np.ndarray, np.ndarray]], n_mels: int) -> dict:

@@ -17,9 +17,9 @@ from .results import ChunkResult
 from .tables import table_columns
 
 if TYPE_CHECKING:
-    from .pipeline import Job
+    from .job import Job
 
-__all__ = ["OutputPlan", "RUN_KEY", "RunStats", "annotate_to_file", "plan_output"]
+__all__ = ["OutputPlan", "RUN_KEY", "RunStats", "annotate_to_file", "plan_output", "previous_run"]
 
 @dataclass
 class RunStats:
@@ -106,6 +106,17 @@ class OutputPlan:
     previous: dict = field(default_factory=dict)
 
 
+def previous_run(output: Path) -> dict:
+    """The metadata of the run that ``output`` would resume (its journal's, else its finished
+    table's): what ``adapt="auto"`` and the classes resolved to then; empty when there is none."""
+    journal = Journal.for_output(output)
+    try:
+        meta = journal.meta() if journal.exists() else (table_metadata(output) if output.exists() else None)
+    except (OutputError, OSError, ValueError):
+        return {}
+    return meta or {}
+
+
 def plan_output(output: Path, meta: dict, *, tables: dict[str, Path] | None = None, overwrite: bool = False,
                 resume: bool = False) -> OutputPlan:
     """Decide, reading only, whether and how ``output`` may be written; raises :class:`OutputError`.
@@ -152,31 +163,44 @@ def _columns(plan: OutputPlan) -> dict[str, list[str]]:
     return table_columns(plan.meta["classes"])
 
 
+#: Journal metadata key of a run that adds files to a finished table: the table keeps its rows until
+#: the run ends, and the journal holds only the new ones.
+EXTENDS = "extends_table"
+
+
+def _extends(plan: OutputPlan) -> bool:
+    return plan.resume_from == "table" or bool(plan.previous.get(EXTENDS))
+
+
 def _open_journals(plan: OutputPlan) -> tuple[Journal, dict[str, Journal], set[str]]:
-    """Carry out ``plan``: the journals to append to (file rows, side tables), and the paths already done."""
+    """Carry out ``plan``: the journals to append to (file rows, side tables), and the paths already
+    done (a finished table's are read, not copied: the journal holds only the new rows)."""
     journal = Journal.for_output(plan.output)
     sides = {name: Journal.for_output(path) for name, path in plan.tables.items()}
+    meta = {**plan.meta, EXTENDS: True} if _extends(plan) else plan.meta
     if plan.resume_from == "journal":
         for side in sides.values():
             if not side.exists():
-                side.start(plan.meta)
-        return journal, sides, journal.done_keys()
-    journal.start(plan.meta)
-    for side in sides.values():
-        side.start(plan.meta)
-    if plan.resume_from != "table":
-        return journal, sides, set()
-    for name, side in sides.items():  # side tables before files, as during a run
-        if plan.tables[name].exists():
-            side.append(_records(read_table(plan.tables[name]), _columns(plan)[name]))
-    rows = _records(read_table(plan.output), _columns(plan)["files"])
-    journal.append(rows)
-    return journal, sides, {r["path"] for r in rows}
+                side.start(meta)
+        done = journal.done_keys()
+    else:
+        journal.start(meta)
+        for side in sides.values():
+            side.start(meta)
+        done = set()
+    if _extends(plan):
+        done |= set(read_table(plan.output)["path"].astype(str))
+    return journal, sides, done
 
 
-def _records(df: pd.DataFrame, columns: list[str]) -> list[dict]:
-    df = df.reindex(columns=columns)
-    return df.astype(object).where(df.notna(), None).to_dict("records")
+def _with_table(plan: OutputPlan, name: str, frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """The rows of the finished table a run extends (``name``: ``files`` or a side table), then ``frames``."""
+    path = plan.output if name == "files" else plan.tables[name]
+    if _extends(plan) and path.exists():
+        columns = _columns(plan)[name]
+        old = read_table(path).reindex(columns=columns)
+        yield typed_frame(old.astype(object).where(old.notna(), None).to_dict("records"), columns)
+    yield from frames
 
 
 def _journal_frames(journal: Journal, columns: list[str], keep: Callable[[pd.DataFrame], pd.DataFrame]) \
@@ -259,8 +283,10 @@ def annotate_to_file(
             mask = [p in finished and k not in seen and not seen.add(k) for p, k in zip(df["path"], key)]
             return df[mask]
 
-        write_atomic(_journal_frames(side, _columns(plan)[name], keep), plan.tables[name], plan.meta)
-    write_atomic(_journal_frames(journal, _columns(plan)["files"], lambda df: df), plan.output, plan.meta)
+        write_atomic(_with_table(plan, name, _journal_frames(side, _columns(plan)[name], keep)), plan.tables[name],
+                     plan.meta)
+    write_atomic(_with_table(plan, "files", _journal_frames(journal, _columns(plan)["files"], lambda df: df)),
+                 plan.output, plan.meta)
     for side in sides.values():
         side.remove()
     journal.remove()

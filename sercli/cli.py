@@ -148,12 +148,17 @@ def summarize(
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the per-group table as CSV here.", metavar="FILE"),
     label_map: List[str] = typer.Option([], "--map", help="Score the reference label LABEL as the model's CLASS "
                                         "(e.g. calm=neutral; repeatable).", metavar="LABEL=CLASS"),
+    timelines: int = typer.Option(0, "--timelines", help="With --html: a timeline for the longest N recordings "
+                                  "(0: every recording of 30 s or more).", metavar="N", min=0),
+    moments: int = typer.Option(3, "--moments", help="Moments to list per emotion (the strongest regions, or the "
+                                "most confident files).", metavar="N", min=0),
 ) -> None:
-    """Corpus statistics of an emotion table: per emotion, per group, confidence, agreement."""
+    """Corpus statistics of an emotion table: per emotion, per group, confidence, moments, agreement."""
     from .console.reports import run_summarize
 
     raise typer.Exit(run_summarize(results=results, by=by, truth=truth, html_out=html_out, json_out=json_out,
-                                   csv_out=csv_out, label_map=label_map))
+                                   csv_out=csv_out, label_map=label_map, timelines=timelines or None,
+                                   per_class=moments))
 
 
 @app.command()
@@ -249,48 +254,19 @@ def manifest(
     original layout, or a CSV of labels. With --val/--test it also writes a speaker-independent
     split column (train/val/test).
     """
-    from .corpora import FORMATS, read_class_folders, read_corpus, read_labels_csv, speakers_from_paths
+    from .training.corpora import build_manifest
 
-    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        _fail("--val and --test are shares between 0 and 1 that sum to less than 1.")
     try:
-        if source.is_file() and source.suffix.lower() == ".csv":
-            df = read_labels_csv(source, label_column=label_column)
-        elif not source.is_dir():
-            _fail(f"{source} is neither a folder nor a CSV file.")
-        elif corpus_format == "folders":
-            df = read_class_folders(source)
-        elif corpus_format in FORMATS:
-            df = read_corpus(source, corpus_format)
-        else:
-            _fail(f"unknown format {corpus_format!r}; choose folders or one of {', '.join(FORMATS)}.")
-        if speaker:
-            df["speaker"] = speakers_from_paths(df["path"], speaker)
+        df, warnings = build_manifest(source, corpus_format=corpus_format, speaker=speaker, label_column=label_column,
+                                      val=val, test=test, seed=seed)
     except ValueError as exc:
         _fail(str(exc))
-    if df.empty:
-        layout = "audio files in class folders" if corpus_format == "folders" else f"{corpus_format} files"
-        _fail(f"no {layout} with a label were found under {source}; nothing written." if source.is_dir()
-              else f"the CSV {source} has no rows; nothing written.")
-    if speaker and df["speaker"].isna().any():
-        n = int(df["speaker"].isna().sum())
-        typer.echo(f"sercli: warning: --speaker found no speaker in {n} of {len(df)} paths, e.g. "
-                   f"{df.loc[df['speaker'].isna(), 'path'].iloc[0]}", err=True)
-    if val or test:
-        from .corpora import speaker_split
-
-        df["split"] = speaker_split(df, val=val, test=test, seed=seed)
     df.to_csv(output, index=False)
     counts = df["emotion"].value_counts()
     typer.echo(f"wrote {len(df)} rows to {output} ({len(counts)} classes: "
                f"{', '.join(f'{c} {n}' for c, n in counts.items())})", err=True)
-    from .training import MIN_CLIPS_PER_CLASS
-
-    few = counts[counts < MIN_CLIPS_PER_CLASS]
-    if len(few):
-        typer.echo(f"sercli: warning: {', '.join(f'{c} has {n}' for c, n in few.items())} clips; fine-tuning "
-                   f"needs at least {MIN_CLIPS_PER_CLASS} per class (10 or more is where it pays): label more, "
-                   "or drop those classes.", err=True)
+    for warning in warnings:
+        typer.echo(f"sercli: warning: {warning}", err=True)
 
 
 @app.command()
@@ -352,53 +328,29 @@ def train(
 ) -> None:
     """Train a model on the manifest's train rows, early-stopping on val; or, with --init, fine-tune a
     model on a few labelled clips of your own (at least 5 per class)."""
-    from .architectures import ARCHITECTURES
-    from .encoder import SOURCES
-    from .models import ModelNotFound, load_model
+    from .models import ModelNotFound
 
-    encoders = [f"whisper-{size}" for size in SOURCES]
-    if arch not in ARCHITECTURES and arch not in encoders:
-        _fail(f"unknown architecture {arch!r}; choose one of {', '.join([*ARCHITECTURES, *encoders])}.")
+    from .console.train import run_train, run_train_encoder
+    from .training.command import train_options
+
     missing = [m for m in manifest if not m.is_file()]
     if missing:
         _fail(f"the manifest {missing[0]} does not exist.")
     manifest = manifest[0] if len(manifest) == 1 else manifest
-    base = None
-    if init is not None:
-        from .training.finetune import check_base
-
-        try:
-            base = load_model(init)
-            if base.head is not None:  # an encoder model: anchored fine-tuning of its linear head
-                check_base(base)
-        except (ModelNotFound, ValueError) as exc:
-            _fail(str(exc))
-    elif corpus is not None:
-        _fail("--corpus goes with --init (the corpus a fine-tuned model is standardised for).")
-    from .console.train import run_train, run_train_encoder
-    from .training import FINE_TUNING, TrainOptions
-
+    try:
+        opts = train_options(arch=arch, init=init, corpus=corpus, layers=layers, head=head, norm=norm,
+                             quantize=quantize, C=c, weighting=weighting, mask_padding=mask_padding,
+                             split_column=split_column, seed=seed, epochs=epochs, freeze_epochs=freeze_epochs,
+                             select_by=select_by, patience=patience, learning_rate=learning_rate, mixup_alpha=mixup,
+                             noise_prob=noise_prob, spec_augment=spec_augment, speed_perturb=speed_perturb,
+                             corpus_balance=corpus_balance, channel_prob=channel_prob, vtlp=vtlp, trim_db=trim_db,
+                             floor_db=floor_db)
+    except (ModelNotFound, ValueError) as exc:
+        _fail(str(exc))
     command = "sercli " + shlex.join(sys.argv[1:])
-    if (base is not None and base.head is not None) or (base is None and arch in encoders):
-        from .training import EncoderOptions
-
-        if head not in ("linear", "mlp") or norm not in ("corpus", "none"):
-            _fail("--head must be linear or mlp, and --norm corpus or none.")
-        opts = EncoderOptions(size=arch.removeprefix("whisper-"), layers=layers, head=head, norm=norm,
-                              quantize=quantize, split_column=split_column, seed=seed, C=c, weighting=weighting,
-                              mask_padding=mask_padding)
+    if not hasattr(opts, "epochs"):  # an encoder model, or an anchored head for one
         raise typer.Exit(run_train_encoder(manifest=manifest, out=out, opts=opts, init=init, corpus=corpus, jobs=jobs,
                                            cache_dir=cache_dir, command=command))
-    if select_by not in (None, "macro_f1", "nll"):
-        _fail(f"--select-by must be macro_f1 or nll, not {select_by!r}.")
-    given = {k: v for k, v in {"epochs": epochs, "freeze_epochs": freeze_epochs, "select_by": select_by}.items()
-             if v is not None}
-    defaults = {**FINE_TUNING, "init": init} if init else {}
-    opts = TrainOptions(**{**defaults, **given, "arch": arch, "split_column": split_column, "seed": seed,
-                           "patience": patience, "learning_rate": learning_rate, "mixup_alpha": mixup,
-                           "noise_prob": noise_prob, "spec_augment": spec_augment, "speed_perturb": speed_perturb,
-                           "corpus_balance": corpus_balance, "channel_prob": channel_prob, "vtlp": vtlp,
-                           "trim_db": trim_db, "floor_db": floor_db})
     raise typer.Exit(run_train(manifest=manifest, out=out, opts=opts, jobs=jobs, cache_dir=cache_dir,
                                command=command))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .corpora import manifest_name, read_manifest, split_labels
+from .training.corpora import manifest_name, read_manifest, split_labels
 from .models import CALIBRATIONS, load_model
 from .pipeline import annotate
 from .reports import agreement

@@ -18,8 +18,8 @@ import pandas as pd
 from .output import atomic_path, write_text_atomic
 from .reports import classes_of, group_keys
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "KEYS", "Clip", "LabelBook", "Taken", "annotation_cache", "choose", "corpus_table", "emotion_table", "is_table",
-           "queue", "score_command", "train_command", "without_long_files"]
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "KEYS", "Clip", "LabelBook", "Taken", "annotation_cache", "choose",
+           "corpus_table", "emotion_table", "is_table", "queue", "score_command", "train_command", "without_long_files"]
 
 #: ``random``: a shuffle. ``groups``: round robin over groups (``by``), at random within them.
 #: ``spread``: round robin over predicted classes and, within a class, groups, at random within
@@ -118,7 +118,7 @@ def queue(table: pd.DataFrame, *, strategy: str = DEFAULT_STRATEGY, by: str | No
     span = span.astype(object).where(span.notna(), None)
     excluded = set(exclude)
     if excluded:
-        order = [j for j in order if _key(rows.at[j, "path"], span.at[j, "start_s"]) not in excluded]
+        order = [j for j in order if _key(rows.at[j, "path"], span.at[j, "start_s"], span.at[j, "end_s"]) not in excluded]
     return [Clip(id=i, path=str(rows.at[j, "path"]), start_s=span.at[j, "start_s"], end_s=span.at[j, "end_s"],
                  predicted=str(rows.at[j, "emotion"]), confidence=float(top2[j, 1]),
                  group=str(groups.iat[j])) for i, j in enumerate(order)]
@@ -215,7 +215,7 @@ class LabelBook:
             self.rows = df.to_dict("records")
 
     def key(self, clip: Clip) -> tuple:
-        return _key(clip.path, clip.start_s)
+        return _key(clip.path, clip.start_s, clip.end_s)
 
     def done(self) -> set[tuple]:
         """Keys of the clips labelled or skipped so far."""
@@ -281,13 +281,18 @@ KEYS = "1234567890"
 _NA_NAMES = {"", "na", "n/a", "nan", "null", "none", "<na>", "-nan", "#n/a"}
 
 
-def _key(path: str, start_s) -> tuple:
-    return (str(path), None if start_s in ("", None) or pd.isna(start_s) else round(float(start_s), 2))
+def _key(path: str, start_s, end_s) -> tuple:
+    """A clip's place in the tables' shared index, ``(path, start_s, end_s)`` (``None`` for a whole
+    file): the same numbers the segments table holds, compared exactly."""
+    def number(v):
+        return None if v in ("", None) or pd.isna(v) else float(v)
+
+    return str(path), number(start_s), number(end_s)
 
 
 def _row_key(row: dict) -> tuple:
-    """The :func:`_key` of a label file's row: its clip's source and start."""
-    return _key(row["source"], row["start_s"])
+    """The :func:`_key` of a label file's row: its clip's source recording and span."""
+    return _key(row["source"], row["start_s"], row["end_s"])
 
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
@@ -300,8 +305,8 @@ def is_table(source: str | Path) -> bool:
 
 def annotation_cache(labels: Path, source: str | Path) -> Path:
     """Where ``sercli label`` keeps its annotation of the folder ``source``: next to the label
-    file, named after the folder (``calls/`` → ``calls.emotions.parquet``), so the training
-    and the test-set sessions share it."""
+    file, named after the folder (``calls/`` → ``calls.emotions.parquet``, its segments in
+    ``calls.segments.parquet``), so the training and the test-set sessions share it."""
     return labels.parent / f"{Path(source).resolve().name or 'audio'}.emotions.parquet"
 
 
@@ -311,58 +316,52 @@ def emotion_table(source: str | Path, *, model: str | None = None, jobs: int = -
     wrote (files or segments); else ``source`` (a folder or an audio file) annotated now: one
     row per short file, the segments of each long one (``start_s``/``end_s`` set).
 
-    With ``cache``, the annotation of a folder is kept there (a Parquet emotion table) and the
-    next call classifies only files it does not hold yet, with the corpus statistics of the
-    first (``adapt``), so labelling a large folder over several sessions classifies each file
-    once. Rows of files gone from ``source`` are dropped, files that failed are tried again,
-    and another model (other weights) starts afresh; a file changed in place keeps its rows.
-    Raises ``ValueError`` when ``source`` holds no audio file.
+    With ``cache``, the annotation of a folder is kept there (an annotate run into ``cache`` and
+    its segments table, :class:`~sercli.pipeline.Run`) and the next call resumes it, as
+    ``sercli annotate --resume`` does: only files it does not hold yet are classified, with the
+    corpus statistics of the first run; files that failed are not tried again. Another model
+    starts afresh. Rows of files gone from ``source`` are left out. Raises ``ValueError`` when
+    ``source`` holds no audio file.
     """
-    from .discovery import discover
-    from .models import DEFAULT_MODEL, load_model
-    from .output import read_table, write_atomic
+    import tempfile
+
+    from .models import DEFAULT_MODEL
+    from .output import OutputError, read_table
+    from .pipeline import Run
     from .reports import read_results
 
     if is_table(source):
         return read_results(source)
-    paths = discover([str(source)])
-    if not paths:
-        raise ValueError(f"{source} holds no audio files")
     model = str(model or DEFAULT_MODEL)
-    identity = load_model(model).identity
-    known = read_table(cache) if cache is not None and cache.is_file() else None
-    if known is None or known.attrs.get("model_sha256") != identity:
-        known = pd.DataFrame(columns=["path", "status"])
-    known = known[known["path"].isin(paths) & known["status"].eq("ok")]
-    have = set(known["path"])
-    new = [p for p in paths if p not in have]
-    if not new:
-        return known.reset_index(drop=True)
-    info = {k: known.attrs[k] for k in ("adapt", "shift") if len(known) and k in known.attrs}
-    table, info = _annotated(new, model=model, jobs=jobs, **info)
-    if len(known):
-        table = pd.concat([known, table], ignore_index=True)
-    if cache is not None:
-        write_atomic([table], cache, {"source": str(source), "model": model, "model_sha256": identity, **info})
-    return table
+    with tempfile.TemporaryDirectory() as scratch:
+        files = cache or Path(scratch) / "emotions.parquet"
+        segments = files.with_name(files.name.replace(".emotions.", ".segments."))
+        options = dict(model=model, segments=segments, output=files, jobs=jobs)
+        try:
+            run = Run.prepare([str(source)], resume=True, **options)
+        except OutputError:  # made with another model: start afresh
+            run = Run.prepare([str(source)], overwrite=True, **options)
+        if not run.paths:
+            raise ValueError(f"{source} holds no audio files")
+        run.adapt()
+        run.write()
+        return _one_row_per_clip(read_table(files), read_table(segments), run.paths)
 
 
-def _annotated(paths: list[str], *, model: str, jobs: int, adapt: str = "auto",
-               shift: list[float] | None = None) -> tuple[pd.DataFrame, dict]:
-    """``paths`` annotated (the files table's rows, a long file's replaced by its segments'),
-    and the ``adapt`` and ``shift`` they were annotated with."""
-    from .pipeline import annotate
+def _one_row_per_clip(files: pd.DataFrame, segments: pd.DataFrame, paths: list[str]) -> pd.DataFrame:
+    """The files table's rows of ``paths``, a long file's replaced by its segments' (a short file
+    is one clip; a long one, its speech regions)."""
+    from .discovery import display_path
 
-    result = annotate(paths, model=model, segments=True, jobs=jobs, adapt=adapt, shift=shift)
-    info = {"adapt": result.info["adapt"], "shift": result.info.get("shift")}
-    files, segments = result.files, result.segments
+    wanted = {display_path(p) for p in paths}
+    files, segments = files[files["path"].isin(wanted)], segments[segments["path"].isin(wanted)]
     long = set(segments.groupby("path").size().loc[lambda n: n > 1].index)
     if not long:
-        return files, info
-    whole = files[~files["path"].isin(long)]  # a short file is one clip; a long one, its segments
+        return files.reset_index(drop=True)
+    whole = files[~files["path"].isin(long)]
     split = segments[segments["path"].isin(long)]
     split = split.assign(status="ok", duration_s=split["end_s"] - split["start_s"])  # what summarize counts
-    return pd.concat([whole, split], ignore_index=True), info
+    return pd.concat([whole, split], ignore_index=True)
 
 
 def score_command(source: str | Path, labels: str | Path, *, table: Path | None = None) -> str:

@@ -4,7 +4,7 @@ A model directory holds ``model.keras`` (the Keras source of truth), ``model.tfl
 (the same network exported for inference), ``params.json`` (the
 :class:`~sercli.features.FeatureParams` it was trained on) and ``card.json`` / ``CARD.md``.
 An *encoder model* instead holds ``model.tflite`` mapping windows to embeddings (a pretrained
-encoder, rebuilt from its published weights by :mod:`sercli.encoder`) and ``head.npz``, the
+encoder, rebuilt from its published weights by :mod:`sercli.training.encoder`) and ``head.npz``, the
 emotion head run with NumPy (:class:`~sercli.heads.Head`).
 """
 
@@ -180,7 +180,11 @@ class Model:
         ``stats``: for an encoder model, the corpus's embedding mean and scale, concatenated
         (``--adapt corpus``); the head's own training statistics otherwise.
         """
-        out = self.run(x)
+        return self.logits_of(self.run(x), stats=stats)
+
+    def logits_of(self, out: np.ndarray, *, stats: np.ndarray | None = None) -> np.ndarray:
+        """Logits ``(n, classes)`` from the network's output (:meth:`run`): an encoder model's head
+        applied to its embeddings, standardised by ``stats`` (as :meth:`logits`); restricted to :attr:`classes`."""
         if self.head is not None:
             stats = self.corpus_stats if stats is None else stats
             out = self.head.logits(out, stats=None if stats is None else np.split(np.asarray(stats, np.float64), 2))
@@ -207,7 +211,11 @@ class Model:
 
     def predict(self, x: np.ndarray, *, stats: np.ndarray | None = None) -> np.ndarray:
         """Calibrated class probabilities ``(n, classes)`` for inputs ``(n, n_features, frames)``."""
-        return softmax(self.logits(x, stats=stats).astype(np.float64) / self.temperature)
+        return self.probabilities(self.run(x), stats=stats)
+
+    def probabilities(self, out: np.ndarray, *, stats: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated class probabilities from the network's output (:meth:`run`)."""
+        return softmax(self.logits_of(out, stats=stats).astype(np.float64) / self.temperature)
 
 
 def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, calibration: str = CALIBRATIONS[0]) -> Model:
@@ -283,6 +291,10 @@ def render_card(card: dict) -> str:
                if "class_mapping" in tr else []),
              *([f"- method: {tr['method']}; inputs standardised by {tr['standardised_by']}"] if "method" in tr else []),
              *([f"- {tr['comparison_line']}"] if tr.get("comparison_line") else []),
+             *([f"- training corpora: " + "; ".join(f"{c['corpus']} ({c['clips']} clips, {c['speakers']} speakers, "
+                                                    f"licence {c['licence']})" for c in tr["corpora"])
+                + (". Some of these licences are non-commercial (NC): so is this model's use."
+                   if any("NC" in c["licence"] for c in tr["corpora"]) else "")] if tr.get("corpora") else []),
              f"- command: `{tr.get('command', '')}`",
              f"- manifest: `{tr.get('manifest', '')}` (sha256 `{tr.get('manifest_sha256', '')}`)",
              (f"- validation clips: {tr['validation']}" if tr.get("validation") else
@@ -304,12 +316,12 @@ def render_card(card: dict) -> str:
               "study_protocol": "Study protocol (`split_random`; a model trained on its train part)"}
     for key, ev in card.get("evaluation", {}).items():
         protocol, _, adapt = key.partition("+")
+        trained = " (the model trained on the other corpora by the command below)" if ev.get("trained_by") else ""
         if protocol.startswith("loco_skewed_"):
             title = (f"Leave-one-corpus-out, speaker-skewed: {protocol[12:]} held out, each speaker keeping two "
-                     "emotions (a model of this recipe trained on the other corpora)")
+                     f"emotions{trained}")
         elif protocol.startswith("loco_"):
-            title = (f"Leave-one-corpus-out: {protocol[5:]} held out (a model of this recipe trained on the other "
-                     "corpora)")
+            title = f"Leave-one-corpus-out: {protocol[5:]} held out{trained}"
         else:
             title = titles.get(protocol, protocol)
         if adapt:

@@ -17,7 +17,8 @@ from .windowing import Windows, WindowStream
 from .models import DEFAULT_MODEL, Model
 from .tables import table_columns
 
-__all__ = ["MAX_DURATION_S", "VAD_MIN_S", "VAD_MODES", "ChunkResult", "Options", "aggregate", "crash_row", "run_metadata"]
+__all__ = ["MAX_DURATION_S", "MEASURE_WINDOWS", "VAD_MIN_S", "VAD_MODES", "ChunkResult", "Measured", "Options", "Pending",
+           "aggregate", "crash_row", "run_metadata"]
 
 
 #: Files longer than this are refused: 4 hours.
@@ -55,6 +56,9 @@ class Options:
     shift: tuple[float, ...] | None = None
     #: the model's :attr:`~sercli.models.Model.identity`: a worker that loads another refuses to run
     model_sha256: str = ""
+    #: an encoder model's first pass of ``adapt="corpus"``: keep the windows' embeddings (what the
+    #: corpus statistics are measured on) and classify them once the statistics are known (:class:`Pending`)
+    measure: bool = False
 
     @classmethod
     def for_model(cls, ref: str | Path, model: Model, **kwargs) -> "Options":
@@ -69,6 +73,8 @@ class Options:
             raise ValueError(f"adapt must be {' or '.join(ADAPT_MODES)}, not {self.adapt!r}.")
         if self.shift is not None and self.adapt != "corpus":
             raise ValueError("a shift goes with adapt='corpus'.")
+        if self.measure and (self.adapt != "corpus" or self.shift is not None):
+            raise ValueError("measuring goes with adapt='corpus' before its statistics are known.")
 
 
 @dataclass
@@ -80,6 +86,8 @@ class ChunkResult:
     windows: list[dict] = field(default_factory=list)
     audio_s: float = 0.0
     stage_s: dict = field(default_factory=dict)
+    #: with ``Options.measure``: the files whose windows wait for the corpus statistics
+    pending: list["Pending"] = field(default_factory=list)
 
 
 def aggregate(probs: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, silent: np.ndarray) -> np.ndarray:
@@ -132,7 +140,7 @@ class FileState:
     classified yet, the file's probability sums, and its segment and window rows."""
 
     row: dict
-    stream: WindowStream
+    stream: WindowStream | None  # None: a measured file classified from its kept embeddings
     n: int = 0
     n_clipped: int = 0
     total: float = 0.0
@@ -142,6 +150,7 @@ class FileState:
     segment_rows: list = field(default_factory=list)
     window_rows: list = field(default_factory=list)
     n_regions: int = 0  # speech regions classified (0: the file is not split)
+    kept: list = field(default_factory=list)  # when measuring: (embeddings, windows, region), in order
 
     def observe(self, y: np.ndarray) -> None:
         self.n += len(y)
@@ -169,11 +178,62 @@ class FileState:
                 fill(row, probs[k], options.classes)
                 self.window_rows.append(row)
 
+    def take(self, out: np.ndarray, w: Windows, options: Options, region: tuple[float, float] | None = None) -> None:
+        """Fold classified windows in (a speech ``region`` of a split file gets its segment row):
+        ``out`` is their probabilities or, when measuring (``options.measure``), their embeddings,
+        kept (without the model inputs) to classify once the corpus statistics are known; at
+        :data:`MEASURE_WINDOWS` kept, :class:`Measured` stops the file."""
+        if options.measure:
+            self.kept.append((out, Windows(np.zeros((len(out), 0, 0), np.float32), w.start_s, w.end_s, w.silent),
+                              region))
+            if sum(len(o) for o, _, _ in self.kept) >= MEASURE_WINDOWS:
+                raise Measured
+            return
+        self.add(out, w, options)
+        if region is not None:
+            self.n_regions += 1
+            if options.segments:
+                sums = Sums()
+                sums.add(out, w.start_s, w.end_s, w.silent)
+                self.add_segment(sums, *region, options)
+
     def add_segment(self, sums: Sums, start_s: float, end_s: float, options: Options) -> None:
         row = {"path": self.row["path"], "start_s": round(start_s, 4), "end_s": round(end_s, 4),
                "windows": sums.n_windows, "model": options.model_name}
         fill(row, sums.probs(), options.classes)
         self.segment_rows.append(row)
+
+
+#: Windows of one file kept when measuring a corpus: a longer file adds the statistics of its first
+#: this many windows and is classified in the main pass.
+MEASURE_WINDOWS = 400
+
+
+class Measured(Exception):
+    """A file being measured reached :data:`MEASURE_WINDOWS`: enough of it for the statistics."""
+
+
+@dataclass
+class Pending:
+    """A file measured for the corpus statistics: its row so far and its windows' embeddings, in the
+    order they were classified. ``complete``: every window of the file (it can be classified from
+    them); else only its first :data:`MEASURE_WINDOWS`, and it goes through the main pass."""
+
+    row: dict
+    kept: list
+    complete: bool
+
+    def speech(self) -> np.ndarray:
+        """The embeddings of its windows with speech energy (what the statistics are measured on)."""
+        parts = [e[~w.silent] for e, w, _ in self.kept]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+    @property
+    def segments(self) -> int:
+        """Speech segments measured: its speech regions, or 1 for a file not split (0 without speech)."""
+        if not any((~w.silent).any() for _, w, _ in self.kept):
+            return 0
+        return sum(1 for _, _, region in self.kept if region is not None) or 1
 
 
 def fill(row: dict, probs: np.ndarray, classes: tuple[str, ...]) -> None:

@@ -41,7 +41,7 @@ def iter_chunks(
     is then retried alone, with nothing else running, so a file that kills its worker
     again is known for sure and gets a ``crashed`` row.
     """
-    if options.adapt == "corpus" and options.shift is None:
+    if options.adapt == "corpus" and options.shift is None and not options.measure:
         raise ValueError("adapt='corpus' needs the corpus's statistics: measure them first (Job.adapt_to).")
     chunks: deque[list[str]] = deque(_chunks(paths, chunk_size))
     suspects: deque[str] = deque()

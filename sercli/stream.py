@@ -17,9 +17,9 @@ import numpy as np
 from .audio import ArrayAudio, DecodeError, open_audio
 from .windowing import Windows, WindowStream, concat_windows
 from .models import Model, load_model
-from .results import VAD_MIN_S, ChunkResult, FileState, Options, Sums, base_row, fill
+from .results import VAD_MIN_S, ChunkResult, FileState, Measured, Options, Pending, base_row, fill
 
-__all__ = ["annotate_chunk"]
+__all__ = ["annotate_chunk", "replay"]
 
 
 _BATCH_WINDOWS = 256
@@ -62,7 +62,7 @@ def annotate_chunk(paths: list, options: Options) -> ChunkResult:
     model = _model(options)
     params = model.params
     stage = {"decode": 0.0, "features": 0.0, "inference": 0.0}
-    rows, waiting, audio_s = [], [], 0.0
+    rows, waiting, audio_s, measured = [], [], 0.0, set()
     for path in paths:  # file paths, or ArrayAudio (the library's in-memory input)
         row = base_row(path.name if isinstance(path, ArrayAudio) else path, options)
         rows.append(row)
@@ -70,6 +70,9 @@ def annotate_chunk(paths: list, options: Options) -> ChunkResult:
         row["_state"] = state
         try:
             _stream(path, state, options, model, stage)
+        except Measured:  # enough of a long file for the statistics; the main pass classifies it
+            measured.add(id(state))
+            continue
         except DecodeError as exc:
             row.update(status=exc.status, error=exc.message)
             continue
@@ -87,18 +90,33 @@ def annotate_chunk(paths: list, options: Options) -> ChunkResult:
         if state.windows:
             waiting.append(state)  # a short file: joins the chunk's batch
         else:
-            _finish(state, options)
+            _finish(state, options, params)
     t0 = time.perf_counter()
-    for state, w, p in _classify(model, waiting):
+    for state, w, p in _classify(model, waiting, options):
         if p is None:
             state.row.update(status="error", error=_unexpected("Classification", w))
             continue
-        state.add(p, w, options)
-        _finish(state, options)
+        state.take(p, w, options)
+        _finish(state, options, params)
     stage["inference"] += time.perf_counter() - t0
     states = [r.pop("_state") for r in rows if "_state" in r]
+    if options.measure:  # rows that wait for the corpus statistics are not rows yet
+        pending = [Pending(st.row, st.kept, id(st) not in measured) for st in states if st.row["status"] is None]
+        return ChunkResult(rows=[r for r in rows if r["status"] is not None], audio_s=audio_s, stage_s=stage,
+                           pending=pending)
     return ChunkResult(rows=rows, segments=[x for st in states for x in st.segment_rows],
                        windows=[x for st in states for x in st.window_rows], audio_s=audio_s, stage_s=stage)
+
+
+def replay(pending: Pending, model: Model, options: Options) -> ChunkResult:
+    """A measured file's rows, its kept embeddings classified with ``options`` (which carry the
+    corpus statistics, or none: ``adapt="none"``): what the main pass would have given."""
+    state = FileState(pending.row, None)
+    for out, w, region in pending.kept:
+        state.take(model.probabilities(out, stats=options.shift), w, options, region)
+    _finish(state, options, model.params)
+    return ChunkResult(rows=[state.row], segments=state.segment_rows, windows=state.window_rows,
+                       audio_s=float(state.row["duration_s"]))
 
 
 def _stream(path, state: FileState, options: Options, model: Model, stage: dict) -> None:
@@ -123,7 +141,7 @@ def _stream(path, state: FileState, options: Options, model: Model, stage: dict)
             t0 = time.perf_counter()
             batch = concat_windows(state.windows, params)
             state.windows = []
-            state.add(_predict(model, batch.x), batch, options)
+            state.take(_predict(model, batch.x, options), batch, options)
             stage["inference"] += time.perf_counter() - t0
 
 
@@ -200,28 +218,25 @@ def _stream_regions(blocks, state: FileState, options: Options, model: Model, st
 def _classify_regions(state: FileState, regions: list[tuple[float, float, Windows]], options: Options,
                       model: Model) -> None:
     """Classify the windows of several speech regions in one batch; fold them into the file."""
-    probs = _predict(model, np.concatenate([w.x for _, _, w in regions]))
+    probs = _predict(model, np.concatenate([w.x for _, _, w in regions]), options)
     i = 0
     for start_s, end_s, w in regions:
-        p = probs[i:i + len(w.x)]
+        state.take(probs[i:i + len(w.x)], w, options, region=(start_s, end_s))
         i += len(w.x)
-        state.add(p, w, options)
-        state.n_regions += 1
-        if options.segments:
-            sums = Sums()
-            sums.add(p, w.start_s, w.end_s, w.silent)
-            state.add_segment(sums, start_s, end_s, options)
 
 
-def _finish(state: FileState, options: Options) -> None:
-    """Fill the file's row from its classified windows (and, for a file not split, its one segment row)."""
+def _finish(state: FileState, options: Options, params) -> None:
+    """Fill the file's row from its classified windows (and, for a file not split, its one segment
+    row); when measuring, the windows wait (:class:`~sercli.results.Pending`)."""
     row = state.row
+    if options.measure and state.kept:
+        return
     if state.sums.n_windows == 0:
         row.update(status="silent", segments=0, windows=0, error="No speech was found (voice activity detection).")
         return
     if state.sums.n_speech == 0:
         row.update(status="silent", segments=0, windows=state.sums.n_windows, error="The file has no speech energy "
-                   f"(every frame is below {state.stream.params.silence_db:.0f} dBFS).")
+                   f"(every frame is below {params.silence_db:.0f} dBFS).")
         return
     fill(row, state.sums.probs(), options.classes)
     row.update(status="ok", windows=state.sums.n_windows,
@@ -230,11 +245,13 @@ def _finish(state: FileState, options: Options) -> None:
         state.add_segment(state.sums, state.span[0], state.span[1], options)
 
 
-def _predict(model: Model, x: np.ndarray) -> np.ndarray:
-    return np.concatenate([model.predict(x[i:i + _BATCH_WINDOWS]) for i in range(0, len(x), _BATCH_WINDOWS)])
+def _predict(model: Model, x: np.ndarray, options: Options) -> np.ndarray:
+    """The windows' probabilities or, when measuring, their embeddings."""
+    run = model.run if options.measure else model.predict
+    return np.concatenate([run(x[i:i + _BATCH_WINDOWS]) for i in range(0, len(x), _BATCH_WINDOWS)])
 
 
-def _classify(model: Model, states: list[FileState]) -> Iterator[tuple]:
+def _classify(model: Model, states: list[FileState], options: Options) -> Iterator[tuple]:
     """``(state, windows, probs)`` for each file whose windows wait: all files in one batch or,
     if that fails, file by file, so that only a file whose inference fails gets
     ``(state, exception, None)``."""
@@ -244,11 +261,11 @@ def _classify(model: Model, states: list[FileState]) -> Iterator[tuple]:
     for s in states:
         s.windows = []
     try:
-        probs = _predict(model, np.concatenate([w.x for w in wins]))
+        probs = _predict(model, np.concatenate([w.x for w in wins]), options)
     except Exception:
         for s, w in zip(states, wins):
             try:
-                yield s, w, _predict(model, w.x)
+                yield s, w, _predict(model, w.x, options)
             except Exception as exc:
                 yield s, exc, None
         return

@@ -64,5 +64,8 @@ def local_executor(jobs: int) -> Executor:
 
 
 def resolve_jobs(jobs: int) -> int:
-    """``-1`` (or 0) means every core."""
-    return max(1, os.cpu_count() or 1) if jobs <= 0 else jobs
+    """``-1`` (or 0) means every CPU this process may use: its CPU affinity and a container's CPU
+    quota count (loky's ``cpu_count``), not only the machine's cores."""
+    from joblib import cpu_count
+
+    return max(1, cpu_count()) if jobs <= 0 else jobs

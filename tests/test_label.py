@@ -92,7 +92,7 @@ def test_the_queue_visits_every_predicted_class_and_group_before_repeating_one(t
     long = df.assign(duration_s=[45.0] + [2.0] * (len(df) - 1))  # an hour-long file is not a clip to label
     assert without_long_files(long)[1] == 1 and len(without_long_files(long)[0]) == len(df) - 1
     first = queue(df)[0]
-    rest = queue(df, exclude={(first.path, None)})  # e.g. the training labels, when choosing a test set
+    rest = queue(df, exclude={(first.path, None, None)})  # e.g. the training labels, when choosing a test set
     assert [c.id for c in rest] == list(range(len(df) - 1)) and first.path not in {c.path for c in rest}
 
 
@@ -105,7 +105,7 @@ def test_a_labelled_segment_becomes_its_own_clip_and_undo_forgets_it(tmp_path):
     book.add(Clip(2, str(long), 20.0, 23.0, "anger", 0.4, ""), None)  # skipped: no clip written
     rows = pd.read_csv(tmp_path / "labels.csv", keep_default_na=False)
     assert list(rows["emotion"]) == ["tense", "calm", ""]
-    from sercli.corpora import read_manifest
+    from sercli.training.corpora import read_manifest
 
     assert read_manifest(tmp_path / "labels.csv")["emotion"].notna().sum() == 2  # a skip reads, and is no label
     assert rows.loc[0, "path"] != rows.loc[1, "path"]  # a clip each, though the files share a name

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,8 +12,7 @@ from . import err, fail, holding_lock
 from .reports import shares_table, summary_table
 
 if TYPE_CHECKING:
-    from ..batch import OutputPlan
-    from ..pipeline import Job
+    from ..pipeline import Run
 
 __all__ = ["run_annotate"]
 
@@ -31,11 +29,9 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
               exclude, overwrite, resume, backend, scheduler, quiet, lock) -> int:
     import os
 
-    from ..batch import annotate_to_file, plan_output
-    from ..discovery import discover
     from ..models import ModelNotFound
     from ..output import OutputError
-    from ..pipeline import Job
+    from ..pipeline import Run
     from ..workers import resolve_jobs
 
     if output == "-" and (resume or segments or windows):
@@ -47,40 +43,30 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
     if named and len(missing) == len(named) and "-" not in inputs:
         return fail(f"{'no input exists' if len(missing) > 1 else 'the input does not exist'}: "
                      f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}.")
-    tables = {name: path for name, path in (("segments", segments), ("windows", windows)) if path is not None}
     try:
-        previous = _previous_run(Path(output)) if resume and output != "-" else {}
-        if classes is None and previous.get("classes") is not None:  # a resume keeps the classes it was made with
-            classes = previous["classes"]
-        job = Job.create(model, calibration=calibration, adapt=adapt,
-                         previous_adapt=previous.get("adapt") if adapt == "auto" else None, hop_s=hop_s,
-                         segments="segments" in tables, windows="windows" in tables, vad=vad, classes=classes)
-        plan = None
-        if output != "-":
-            meta = job.metadata(tables=tables, include=include, exclude=exclude)
-            plan = plan_output(Path(output), meta, tables=tables, overwrite=overwrite, resume=resume)
-        executor_factory = _executor_factory(backend, scheduler, resolve_jobs(jobs))
+        run = Run.prepare(inputs, model=model, classes=classes, calibration=calibration, adapt=adapt, hop_s=hop_s,
+                          vad=vad, segments=segments or False, windows=windows or False, include=include,
+                          exclude=exclude, output=None if output == "-" else output, overwrite=overwrite,
+                          resume=resume, jobs=jobs)
+        run.executors = executor_factory = _executor_factory(backend, scheduler, resolve_jobs(jobs))
     except (ModelNotFound, OutputError, ValueError) as exc:
         return fail(str(exc))
-    paths = discover(inputs, include=include, exclude=exclude)
-    if not paths:
+    if not run.paths:
         _shutdown(executor_factory)
         return fail("no audio files found in the given inputs.")
-    if job.options.adapt == "corpus":
+    if run.job.options.adapt == "corpus":
         try:
-            _adapt(job, paths, plan, jobs=resolve_jobs(jobs), quiet=quiet)
+            _adapt(run, quiet=quiet)
         except ValueError as exc:  # TooFewFiles (asked for corpus, too few files), a resumed shift that does not fit
             _shutdown(executor_factory)
             return fail(str(exc))
         except BaseException:
             _shutdown(executor_factory)  # interrupted while measuring: the run ends here
             raise
-        if plan is not None:
-            plan = replace(plan, meta=job.metadata(tables=tables, include=include, exclude=exclude))
     if lock is not None:
         lock.claim()  # the run goes ahead: a refused command above changed no file
     seen: dict[str, list] = {"status": [], "emotion": [], "confidence": [], "duration_s": []}
-    progress, task = _progress(len(paths), quiet)
+    progress, task = _progress(len(run.paths), quiet)
 
     def on_chunk(res, stats) -> None:
         for r in res.rows:  # the few columns the closing summary needs
@@ -93,7 +79,7 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
     try:
         if progress is not None:
             progress.start()
-        stats = annotate_to_file(paths, job, plan=plan, executor_factory=executor_factory, on_chunk=on_chunk)
+        stats = run.write(on_chunk)
     except OutputError as exc:
         return fail(str(exc))
     finally:
@@ -113,33 +99,20 @@ def _annotate(*, inputs, model, output, segments, windows, vad, jobs, hop_s, cal
               "to finish.", file=sys.stderr)
         return 130
     if not quiet:
-        _print_summary(stats, seen, output, job.options.classes, adapted=job.adapted)
+        _print_summary(stats, seen, output, run.job.options.classes, adapted=run.job.adapted)
     return 0 if stats.failed == 0 else 1
 
 
-def _previous_run(output: Path) -> dict:
-    """The metadata of the run being resumed into ``output`` (its journal's, else its table's): what
-    ``--adapt auto`` and ``--classes`` resolved to then."""
-    from ..output import Journal, OutputError, table_metadata
-
-    journal = Journal.for_output(output)
-    try:
-        meta = journal.meta() if journal.exists() else (table_metadata(output) if output.exists() else None)
-    except (OutputError, OSError, ValueError):
-        return {}
-    return meta or {}
-
-
-def _adapt(job: Job, paths: list[str], plan: OutputPlan | None, *, jobs: int, quiet: bool) -> None:
-    """:meth:`Job.adapt_to` the corpus: with the resumed run's statistics, else measured now (under a status line)."""
+def _adapt(run: Run, *, quiet: bool) -> None:
+    """:meth:`Run.adapt` to the corpus: with the resumed run's statistics, else measured now (under a status line)."""
     from contextlib import nullcontext
 
     from ..adaptation import SAMPLE_FILES
 
-    previous = plan.previous.get("shift") if plan is not None and plan.resume_from else None
-    status = err.status(f"measuring {min(len(paths), SAMPLE_FILES)} files to adapt to their corpus")
-    with nullcontext() if previous is not None or quiet else status:
-        job.adapt_to(paths, jobs=jobs, shift=previous)
+    resumed = run.plan is not None and bool(run.plan.resume_from)
+    status = err.status(f"measuring {min(len(run.paths), SAMPLE_FILES)} files to adapt to their corpus")
+    with nullcontext() if resumed or quiet else status:
+        run.adapt()
 
 
 def _executor_factory(backend: str, scheduler: str | None, jobs: int):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from rich.console import Console
 from rich.table import Table
@@ -69,11 +70,13 @@ def run_evaluate(*, model, manifest, split, split_column, json_out, plot, record
     return 0
 
 
-def run_summarize(*, results, by, truth, html_out, json_out, csv_out, label_map=()) -> int:
+def run_summarize(*, results, by, truth, html_out, json_out, csv_out, label_map=(), timelines=None,
+                  per_class: int = 3) -> int:
     """``sercli summarize``; returns the exit status."""
-    from ..corpora import read_manifest
+    from ..training.corpora import read_manifest
     from ..output import OutputError
     from ..reports import agreement, read_results, summarize
+    from ..timeline import moments
 
     if not results.is_file():
         return fail(f"{results} does not exist.")
@@ -95,6 +98,8 @@ def run_summarize(*, results, by, truth, html_out, json_out, csv_out, label_map=
     out = Console()
     out.print(summary_table(groups, f"{results.name}" + (f" by {by}" if by else "")))
     out.print(shares_table(groups))
+    if per_class:
+        out.print(_moments_table(moments(df, per_class=per_class), per_class, regions="start_s" in df))
     if scored is not None:
         if scored["mapped"]:
             out.print("reference labels mapped to the model's classes: "
@@ -126,8 +131,24 @@ def run_summarize(*, results, by, truth, html_out, json_out, csv_out, label_map=
         from ..html import render_report
         from ..output import write_text_atomic
 
-        write_text_atomic(html_out, render_report(df, groups, overall, agreement=scored, source=str(results)))
+        write_text_atomic(html_out, render_report(df, groups, overall, agreement=scored, source=str(results),
+                                                  timelines=timelines))
     return 0
+
+
+def _moments_table(found, per_class: int, *, regions: bool) -> Table:
+    """The strongest ``per_class`` moments of each emotion over the whole table (:func:`~sercli.timeline.moments`)."""
+    from ..timeline import clock
+
+    best = found.sort_values("confidence", ascending=False).groupby("emotion", sort=False).head(per_class)
+    best = best.sort_values(["emotion", "confidence"], ascending=[True, False])
+    table = Table(title=f"moments: the strongest {per_class} per emotion", title_justify="left")
+    for col in ("emotion", "file", "time", "length", "confidence"):
+        table.add_column(col, justify="left" if col in ("emotion", "file") else "right")
+    for r in best.itertuples():
+        table.add_row(str(r.emotion), os.path.basename(str(r.path)), f"{clock(r.start_s)}–{clock(r.end_s)}" if regions else "",
+                      f"{r.duration_s:.1f} s", f"{r.confidence:.2f}")
+    return table
 
 
 def summary_table(summary, title: str) -> Table:

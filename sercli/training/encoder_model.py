@@ -1,4 +1,4 @@
-"""Training encoder models: a frozen Whisper encoder (:mod:`sercli.encoder`) cut after one block,
+"""Training encoder models: a frozen Whisper encoder (:mod:`sercli.training.encoder`) cut after one block,
 exported to LiteRT, and an emotion head (:mod:`sercli.heads`) fitted on its embeddings.
 
 :func:`train_encoder_model` builds a model from the published weights (needs the ``encoder`` and
@@ -22,8 +22,8 @@ import pandas as pd
 from .. import features as F
 
 from .. import windowing as W
-from ..corpora import manifest_name, read_manifest, split_labels
-from ..embeddings import clip_windows
+from .corpora import corpus_entries, manifest_name, read_manifest, split_labels
+from .embeddings import clip_windows
 from ..heads import HEAD_FILE, Head, corpus_stats, fit_head, reference_stats, standardise
 from ..models import MODEL_FILE, PARAMS_FILE, load_model, worker_model, write_card
 from ..reports import class_order
@@ -63,7 +63,7 @@ class EncoderOptions:
     C: float | None = None
     #: "clips" (every training window counts once) or "corpora" (every corpus weighs the same)
     weighting: str = "clips"
-    #: attention and pooling skip the padding of clips shorter than a window (:func:`~sercli.encoder.padding_mask`)
+    #: attention and pooling skip the padding of clips shorter than a window (:func:`~sercli.training.encoder.padding_mask`)
     mask_padding: bool = False
 
 
@@ -261,7 +261,7 @@ def train_encoder_model(manifest: str | Path, out: str | Path, opts: EncoderOpti
     """Export the encoder of ``opts`` to ``out/model.tflite``, fit a head on the manifest's
     ``train`` rows (chosen and calibrated on ``val``) and write ``head.npz`` and the card;
     returns the card. Needs the ``encoder`` and ``train`` extras."""
-    from ..encoder import SOURCES, load_weights, pooled_encoder, to_tflite
+    from .encoder import SOURCES, load_weights, pooled_encoder, to_tflite
 
     t0 = time.time()
     out = Path(out)
@@ -297,6 +297,7 @@ def train_encoder_model(manifest: str | Path, out: str | Path, opts: EncoderOpti
                         "source": SOURCES[opts.size].describe(), "licence": f"MIT ({LICENCE_FILE})",
                         "notice": WHISPER_NOTICE},
             "training": {"command": command, "manifest": manifest_name(manifest), "manifest_sha256": digest,
+                         "corpora": corpus_entries(pd.concat([train, val])),
                          "split_column": opts.split_column, "n_train": len(train), "n_val": len(val),
                          **val_probs, "options": asdict(opts), "train_seconds": round(time.time() - t0, 1),
                          "machine": f"{platform.machine()}, {_cores()} cores", "versions": runtime_versions()}}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import features as F
 from ..adaptation import CARD_KEY, reference_entry
-from ..corpora import read_manifest, split_labels
+from .corpora import read_manifest, split_labels
 from ..models import KERAS_FILE, MODEL_FILE, PARAMS_FILE, load_model, write_card
 from .cache import default_cache_dir, load_features
 

@@ -209,10 +209,12 @@ def user_corpus_stats(model: Model, *, corpus: str | Path | None, manifest_paths
     base model, adapted to its corpus), else the files of ``corpus`` (a folder), else every file
     the manifest lists (labelled or not) when they are enough to stand for a corpus, else the
     base model's training corpora's."""
-    from ..adaptation import MIN_FILES, embedding_stats
+    from ..adaptation import MIN_SEGMENTS, SAMPLE_FILES, TooFewFiles
     from ..discovery import discover
     from ..labeling import is_table
     from ..output import table_metadata
+    from ..job import Job
+    from ..workers import LocalExecutors, resolve_jobs
 
     if corpus is not None and is_table(corpus):
         meta = table_metadata(Path(corpus)) or {}
@@ -222,14 +224,18 @@ def user_corpus_stats(model: Model, *, corpus: str | Path | None, manifest_paths
         mean, scale = np.split(np.asarray(meta["shift"], np.float64), 2)
         return (mean, scale), f"the corpus statistics stored in {corpus}"
     paths = discover([str(corpus)]) if corpus is not None else sorted(set(manifest_paths))
-    stats, files = embedding_stats(paths, model, jobs=jobs) if len(paths) >= MIN_FILES else (np.zeros(0), 0)
-    if files >= MIN_FILES:
-        mean, scale = np.split(stats, 2)
-        return (mean, scale), f"the statistics of {files} files of {corpus or 'the manifest'}"
-    if corpus is not None:
-        raise ValueError(f"{corpus} has {files} files with speech; standing for a corpus needs {MIN_FILES}.")
-    return (model.head.mean, model.head.scale), (f"the base model's training statistics (the manifest lists {len(paths)} "
-                                                 f"files, under the {MIN_FILES} that stand for a corpus: pass --corpus)")
+    job = Job.create(model.path, adapt="corpus")  # measured as annotate measures the corpus it adapts to
+    try:
+        job.adapt_to(paths, LocalExecutors(resolve_jobs(jobs)))
+    except TooFewFiles:
+        if corpus is not None:
+            raise ValueError(f"{corpus} has under {MIN_SEGMENTS} speech segments, too few to stand for a corpus.") \
+                from None
+        return (model.head.mean, model.head.scale), (f"the base model's training statistics (the manifest's "
+                                                     f"{len(paths)} files give under {MIN_SEGMENTS} speech segments: "
+                                                     "pass --corpus)")
+    mean, scale = np.split(np.asarray(job.options.shift, np.float64), 2)
+    return (mean, scale), f"the statistics of {min(len(paths), SAMPLE_FILES)} files of {corpus or 'the manifest'}"
 
 
 @dataclass
@@ -250,7 +256,7 @@ class Labelled:
     def read(cls, model: Model, manifest: str | Path, *, corpus: str | Path | None = None, jobs: int = -1) -> "Labelled":
         """Read and embed the labelled clips of ``manifest`` with ``model``'s encoder. Raises ``ValueError``
         (one sentence) for a manifest that cannot train (fewer than 5 clips of a class, one class)."""
-        from ..corpora import read_manifest
+        from .corpora import read_manifest
         from .encoder_model import window_embeddings
         from .options import MIN_CLIPS_PER_CLASS, check_clips, manifest_hash
 
@@ -279,8 +285,9 @@ class Labelled:
 def check_base(model: Model) -> None:
     """Refuse, in one sentence, a base model that anchored fine-tuning cannot start from."""
     if model.head is None or len(model.head.layers) != 1:
-        raise ValueError(f"{model.name!r} has no linear head to anchor a fine-tuning to; fine-tune whisper-base "
-                         "(--init whisper-base).")
+        raise ValueError(f"{model.name!r} cannot be fine-tuned so that it never loses to itself (only an encoder "
+                         "model's linear head can be anchored, and checked against its base in seconds); fine-tune "
+                         "the default model instead: --init whisper-base.")
 
 
 def fine_tune_head(base: str | Path, manifest: str | Path, out: str | Path, *, corpus: str | Path | None = None,
@@ -296,7 +303,7 @@ def fine_tune_head(base: str | Path, manifest: str | Path, out: str | Path, *, c
     Raises ``ValueError`` (one sentence) for an ``out`` that holds a model already, a base
     without a linear head, and a manifest that cannot train (too few clips, one class).
     """
-    from ..corpora import manifest_name
+    from .corpora import manifest_name
     from ..models import MODEL_FILE, PARAMS_FILE
     from .encoder_model import ENCODER_PACKAGES, LICENCE_FILE, _cores, _write_card
     from .export import runtime_versions

@@ -17,8 +17,8 @@ import pandas as pd
 
 from .. import features as F
 from ..adaptation import reference_entry
-from ..architectures import ARCHITECTURES, build
-from ..corpora import manifest_name, read_manifest
+from .architectures import ARCHITECTURES, build
+from .corpora import manifest_name, read_manifest
 from ..models import KERAS_FILE, load_model
 from ..reports import class_order
 from .augment import epoch_data

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..corpora import speaker_split, split_labels
+from .corpora import MIN_CLIPS_PER_CLASS, speaker_split, split_labels
 
 log = logging.getLogger("sercli.train")
 
@@ -65,8 +65,6 @@ FINE_TUNING = {"epochs": 30, "freeze_epochs": 0, "unfrozen_lr_scale": 0.1, "val_
                "min_epoch_windows": 1024, "select_by": "nll"}
 
 
-#: Fewest labelled clips of a class (training and validation together) that training accepts.
-MIN_CLIPS_PER_CLASS = 5
 
 
 def manifest_hash(df: pd.DataFrame) -> str:
@@ -123,3 +121,4 @@ def check_clips(rows: pd.DataFrame) -> None:
         listed = ", ".join(f"{c} has only {n}" for c, n in few.items())
         raise ValueError(f"Too few labelled clips to train and validate: every class needs at least "
                          f"{MIN_CLIPS_PER_CLASS} (at least one is kept for validation), and {listed}.")
+

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import features as F
-from . import windowing as W
-from .audio import decode
+from .. import features as F
+from .. import windowing as W
+from ..audio import decode
 
 __all__ = ["EmbeddingCache", "cache_embeddings", "clip_windows", "load_cache", "pool"]
 

@@ -69,11 +69,16 @@ SOURCES = {
 }
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+#: Integer types of quantised weights: arrays of them need scales this reader does not apply, so
+#: they are refused (integer scalars, such as ``num_heads``, are read as they are).
+_QUANTISED = (np.int8, np.int16)
 
 
 def read_ctranslate2(data: bytes, *, prefix: str = "encoder/") -> dict[str, np.ndarray]:
     """The variables of a CTranslate2 ``model.bin`` (format version 6) whose names start with
-    ``prefix``, as float32 arrays (integers keep their type); ``ValueError`` for another format."""
+    ``prefix``, as float32 arrays (integer scalars keep their type). Raises ``ValueError`` (one
+    sentence) for another format, an unknown type, and quantised (int8, int16) weight arrays,
+    which would need scales this reader does not apply."""
     pos = 0
 
     def take(fmt: str):
@@ -99,8 +104,14 @@ def read_ctranslate2(data: bytes, *, prefix: str = "encoder/") -> dict[str, np.n
         name = string()
         rank = take("B")
         shape = [take("I") for _ in range(rank)]
-        dtype = _DTYPES[take("B")]
+        code = take("B")
+        if code not in _DTYPES:
+            raise ValueError(f"The weight {name} has a type this reader does not know (code {code}).")
+        dtype = _DTYPES[code]
         nbytes = take("I")
+        if name.startswith(prefix) and dtype in _QUANTISED and nbytes > np.dtype(dtype).itemsize:
+            raise ValueError(f"The weight {name} is quantised ({np.dtype(dtype).name}); sercli reads float32 or "
+                             "float16 weights only.")
         if name.startswith(prefix):
             arr = np.frombuffer(data, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize, offset=pos)
             arr = arr.reshape(shape)
@@ -243,7 +254,7 @@ def _Constant(value: np.ndarray, *, name: str):
 
 def pooled_encoder(weights: dict[str, np.ndarray], *, layers: int, frames: int = 300, masked: bool = False):
     """The encoder cut after block ``layers``, then the mean and standard deviation over time:
-    log-mel ``(batch, 80, frames)`` -> embedding ``(batch, 2 d)`` (:func:`sercli.embeddings.pool`).
+    log-mel ``(batch, 80, frames)`` -> embedding ``(batch, 2 d)`` (:func:`sercli.training.embeddings.pool`).
     ``masked``: attention and pooling skip padded steps (:func:`padding_mask`), so a clip shorter
     than a window gives the embedding of its own speech, whatever fills the rest of the window."""
     import keras

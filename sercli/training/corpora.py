@@ -16,15 +16,15 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .audio import AUDIO_EXTENSIONS
-from .discovery import walk
-from .reports import first_group
+from ..audio import AUDIO_EXTENSIONS
+from ..discovery import walk
+from ..reports import first_group
 
-__all__ = ["EMOTIONS", "FORMATS", "manifest_name", "parse_name", "read_class_folders", "read_corpus", "read_labels_csv", "read_manifest",
+__all__ = ["EMOTIONS", "FORMATS", "LICENCES", "MIN_CLIPS_PER_CLASS", "build_manifest", "corpus_entries", "manifest_name", "parse_name", "read_class_folders", "read_corpus", "read_labels_csv", "read_manifest",
            "skewed", "speaker_split", "speakers_from_paths", "split_labels"]
 
 #: The seven classes, in model output order.
-from . import EMOTIONS
+from .. import EMOTIONS
 
 _CREMA = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happiness", "NEU": "neutral", "SAD": "sadness"}
 _RAVDESS = {"01": "neutral", "02": "calm", "03": "happiness", "04": "sadness", "05": "anger",
@@ -276,3 +276,66 @@ def _holdout(df: pd.DataFrame, share: float, seed: int, grouped: bool) -> pd.Ind
     stratify = df["emotion"] if counts.min() >= 2 else None
     _, held = train_test_split(df.index, test_size=share, random_state=seed, stratify=stratify)
     return pd.Index(held)
+
+
+#: The licence of each corpus of ``../shared`` (its README), as a model card lists them.
+LICENCES = {"crema-d": "ODbL 1.0, contents DbCL 1.0", "ravdess": "CC BY-NC-SA 4.0", "tess": "CC BY-NC-ND 4.0",
+            "savee": "research use", "nemo": "CC BY-NC-SA 4.0", "emotiontts-ko": "CC BY-NC-SA 4.0"}
+
+
+def corpus_entries(rows: pd.DataFrame) -> list[dict]:
+    """What a model card says of its training corpora: each one's clips, speakers and licence.
+
+    >>> corpus_entries(pd.DataFrame({"corpus": ["nemo", "nemo"], "speaker": ["a", "b"]}))
+    [{'corpus': 'nemo', 'clips': 2, 'speakers': 2, 'licence': 'CC BY-NC-SA 4.0'}]
+    """
+    if "corpus" not in rows:
+        return []
+    return [{"corpus": c, "clips": int(len(g)), "speakers": int(g["speaker"].nunique()) if "speaker" in g else None,
+             "licence": LICENCES.get(c, "see the corpus")} for c, g in rows.groupby("corpus", sort=True)]
+
+
+#: Fewest labelled clips of a class (training and validation together) that training accepts.
+MIN_CLIPS_PER_CLASS = 5
+
+
+def build_manifest(source: str | Path, *, corpus_format: str = "folders", speaker: str | None = None,
+                   label_column: str = "emotion", val: float = 0.0, test: float = 0.0,
+                   seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """A manifest (``path, emotion[, speaker, split]``) of ``source``: a folder per class
+    (``corpus_format="folders"``), a corpus in its own layout (:data:`FORMATS`) or a CSV of labels;
+    ``speaker``: a regex with a group taking the speaker from each path; ``val``/``test``: shares
+    of whole speakers for a split column (:func:`speaker_split`). Returns it with warnings (one
+    sentence each); raises ``ValueError`` (one sentence) when nothing can be made of ``source``."""
+    source = Path(source)
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise ValueError("--val and --test are shares between 0 and 1 that sum to less than 1.")
+    if source.is_file() and source.suffix.lower() == ".csv":
+        df = read_labels_csv(source, label_column=label_column)
+    elif not source.is_dir():
+        raise ValueError(f"{source} is neither a folder nor a CSV file.")
+    elif corpus_format == "folders":
+        df = read_class_folders(source)
+    elif corpus_format in FORMATS:
+        df = read_corpus(source, corpus_format)
+    else:
+        raise ValueError(f"unknown format {corpus_format!r}; choose folders or one of {', '.join(FORMATS)}.")
+    if df.empty:
+        layout = "audio files in class folders" if corpus_format == "folders" else f"{corpus_format} files"
+        raise ValueError(f"no {layout} with a label were found under {source}; nothing written." if source.is_dir()
+                         else f"the CSV {source} has no rows; nothing written.")
+    warnings = []
+    if speaker:
+        df["speaker"] = speakers_from_paths(df["path"], speaker)
+        if df["speaker"].isna().any():
+            n = int(df["speaker"].isna().sum())
+            warnings.append(f"--speaker found no speaker in {n} of {len(df)} paths, e.g. "
+                            f"{df.loc[df['speaker'].isna(), 'path'].iloc[0]}")
+    if val or test:
+        df["split"] = speaker_split(df, val=val, test=test, seed=seed)
+    few = df["emotion"].value_counts().loc[lambda n: n < MIN_CLIPS_PER_CLASS]
+    if len(few):
+        warnings.append(f"{', '.join(f'{c} has {n}' for c, n in few.items())} clips; fine-tuning needs at least "
+                        f"{MIN_CLIPS_PER_CLASS} per class (10 or more is where it pays): label more, or drop those "
+                        "classes.")
+    return df, warnings

@@ -7,7 +7,7 @@ layers are used, so the saved ``.keras`` files load with ``safe_mode=True``.
 
 from __future__ import annotations
 
-from .features import FeatureParams
+from ..features import FeatureParams
 
 __all__ = ["ARCHITECTURES", "build"]
 
