@@ -11,11 +11,14 @@ probabilities):
   restricted to the corpus's classes (``annotate --classes``);
 - ``new head``: what ``sercli train --init`` did before anchoring: a new logistic regression on
   the labelled clips, standardised by those clips, C chosen on a validation slice of them;
-- ``anchored λ``: :func:`sercli.training.finetune.anchored_head` with pull λ.
+- ``anchored λ``: :func:`sercli.training.finetune.anchored_head` with pull λ; ``anchored c/n``:
+  pull c over the number of labelled clips (the shipped rule, c = 30).
 
 Usage (from the repository root; embeddings are cached in ``~/.cache/sercli`` on the first run):
 
-    python benchmarks/finetune_sim.py --k 5 10 20 --draws 5 --pulls 0.003 0.01 0.03 0.1 0.3
+    python benchmarks/finetune_sim.py --k 5 10 20 --draws 5                 # the shipped pull: 30 / clips
+    python benchmarks/finetune_sim.py --k 5 10 20 --draws 5 --no-new-head --pulls 0.03 0.1 0.3 \
+        --per-clip 1 3 10 20 30 60 --out benchmarks/finetune_pulls.json      # the screening behind it
 
 Writes ``benchmarks/finetune_sim.json`` and prints the table (mean ± sd over draws).
 """
@@ -56,8 +59,8 @@ def main() -> None:
     ap.add_argument("--corpora", nargs="+", default=None, help="default: every corpus of the manifests")
     ap.add_argument("--k", nargs="+", type=int, default=[5, 10, 20])
     ap.add_argument("--draws", type=int, default=5)
-    ap.add_argument("--pulls", nargs="+", type=float, default=[0.003, 0.01, 0.03, 0.1, 0.3])
-    ap.add_argument("--per-clip", nargs="+", type=float, default=[],
+    ap.add_argument("--pulls", nargs="*", type=float, default=[], help="fixed pulls to try")
+    ap.add_argument("--per-clip", nargs="*", type=float, default=[30.0],
                     help="pulls that shrink with the labels: c / (labelled clips) for each c")
     ap.add_argument("--base-model", default=str(ROOT / "models" / "whisper-base"),
                     help="the encoder (and recipe) of the base heads")

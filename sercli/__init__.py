@@ -29,6 +29,7 @@ __all__ = [
     "available_models",
     "evaluate",
     "load_model",
+    "moments",
     "read_results",
     "summarize",
 ]
@@ -45,6 +46,7 @@ _LAZY = {
     "annotate": "pipeline",
     "available_models": "models",
     "load_model": "models",
+    "moments": "timeline",
     "evaluate": "evaluation",
     "read_results": "reports",
     "summarize": "reports",
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from .models import available_models, load_model
     from .pipeline import Annotation, FileResult, Run, RunInfo, annotate
     from .reports import read_results, summarize
+    from .timeline import moments
 
 
 def __getattr__(name: str):

@@ -182,23 +182,53 @@ def _open_journals(plan: OutputPlan) -> tuple[Journal, dict[str, Journal], set[s
         for side in sides.values():
             if not side.exists():
                 side.start(meta)
-        done = journal.done_keys()
+        done = _ok_paths(pd.DataFrame(_last_rows(journal), columns=["path", "status"]))
     else:
         journal.start(meta)
         for side in sides.values():
             side.start(meta)
         done = set()
     if _extends(plan):
-        done |= set(read_table(plan.output)["path"].astype(str))
+        done |= _ok_paths(read_table(plan.output))
     return journal, sides, done
 
 
-def _with_table(plan: OutputPlan, name: str, frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """The rows of the finished table a run extends (``name``: ``files`` or a side table), then ``frames``."""
+def _ok_paths(rows: pd.DataFrame) -> set[str]:
+    """The files a resume does not classify again: those with an ``ok`` row (a file that failed is
+    tried again, and its new row replaces the old)."""
+    return set(rows.loc[rows["status"].astype(str).eq("ok"), "path"].astype(str))
+
+
+def _last_rows(journal: Journal) -> list[tuple[str, str]]:
+    """``(path, status)`` of each file's last row in the journal."""
+    last: dict[str, str] = {}
+    for chunk in journal.rows():
+        for r in chunk:
+            last[r["path"]] = r["status"]
+    return list(last.items())
+
+
+def _latest(journal: Journal, columns: list[str]) -> Iterator[pd.DataFrame]:
+    """The journal's file rows, each file's last only (a resume that tried a failed file again)."""
+    last_line = {}
+    for n, r in enumerate(r for chunk in journal.rows() for r in chunk):
+        last_line[r["path"]] = n
+    start = 0
+    for chunk in _journal_frames(journal, columns, lambda df: df):
+        lines = range(start, start + len(chunk))
+        start += len(chunk)
+        yield chunk[[last_line.get(p) == n for p, n in zip(chunk["path"], lines)]]
+
+
+def _with_table(plan: OutputPlan, name: str, frames: Iterator[pd.DataFrame],
+                redone: set[str] = frozenset()) -> Iterator[pd.DataFrame]:
+    """The rows of the finished table a run extends (``name``: ``files`` or a side table), but those
+    of files this run classified again (``redone``), then ``frames``."""
     path = plan.output if name == "files" else plan.tables[name]
     if _extends(plan) and path.exists():
         columns = _columns(plan)[name]
         old = read_table(path).reindex(columns=columns)
+        old = old[~old["path"].astype(str).isin(redone)]
         yield typed_frame(old.astype(object).where(old.notna(), None).to_dict("records"), columns)
     yield from frames
 
@@ -245,8 +275,8 @@ def annotate_to_file(
         stats.wall_s = time.perf_counter() - t0
         return stats
 
-    if plan.resume_from == "table":  # a finished table: untouched unless there are files it lacks
-        have = set(read_table(plan.output)["path"].astype(str))
+    if plan.resume_from == "table":  # a finished table: untouched unless it lacks files or some failed
+        have = _ok_paths(read_table(plan.output))
         if all(display_path(p) in have for p in paths):
             stats.resumed = len(paths)
             stats.wall_s = time.perf_counter() - t0
@@ -285,7 +315,7 @@ def annotate_to_file(
 
         write_atomic(_with_table(plan, name, _journal_frames(side, _columns(plan)[name], keep)), plan.tables[name],
                      plan.meta)
-    write_atomic(_with_table(plan, "files", _journal_frames(journal, _columns(plan)["files"], lambda df: df)),
+    write_atomic(_with_table(plan, "files", _latest(journal, _columns(plan)["files"]), journal.done_keys()),
                  plan.output, plan.meta)
     for side in sides.values():
         side.remove()

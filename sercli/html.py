@@ -267,10 +267,14 @@ def render_report(df: pd.DataFrame, summary: pd.DataFrame, overall: pd.DataFrame
         parts += ["<h2>By group</h2>", _stacked(summary, unit),
                   _table(summary[["files", "ok", "failed", "mean_confidence", "dominant"]].rename(columns={"files": unit}))]
     found = moments(df)
-    if "start_s" in df.columns:
-        parts += [_timelines(df, found, limit=timelines)]
-    else:
-        parts += ["<h2>Moments: the most confident files per emotion</h2>", _moments_table(found, with_path=True)]
+    lanes = _timelines(df, found, limit=timelines) if "start_s" in df.columns else ""
+    if lanes:
+        parts += [lanes]
+    elif len(found):  # files, or rows of short files only: the surest of each emotion over the table
+        best = found.sort_values("confidence", ascending=False).groupby("emotion", sort=False).head(3)
+        parts += ["<h2>Moments: the surest of each emotion</h2>",
+                  _moments_table(best.sort_values(["emotion", "confidence"], ascending=[True, False]),
+                                 with_path=True)]
     if agreement is not None:
         parts += ["<h2>Agreement with reference labels</h2>",
                   f"<p>n = {agreement['n']}, accuracy <b>{agreement['accuracy']:.3f}</b>, "

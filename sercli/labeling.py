@@ -318,9 +318,8 @@ def emotion_table(source: str | Path, *, model: str | None = None, jobs: int = -
 
     With ``cache``, the annotation of a folder is kept there (an annotate run into ``cache`` and
     its segments table, :class:`~sercli.pipeline.Run`) and the next call resumes it, as
-    ``sercli annotate --resume`` does: only files it does not hold yet are classified, with the
-    corpus statistics of the first run; files that failed are not tried again. Another model
-    starts afresh. Rows of files gone from ``source`` are left out. Raises ``ValueError`` when
+    ``sercli annotate --resume`` does: only files it does not hold yet, or that failed, are
+    classified, with the corpus statistics of the first run. Another model starts afresh. Rows of files gone from ``source`` are left out. Raises ``ValueError`` when
     ``source`` holds no audio file.
     """
     import tempfile

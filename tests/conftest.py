@@ -17,6 +17,9 @@ import soxr
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SHARED = ROOT.parent / "shared" / "corpora"
+#: Scripts that made fixtures (with libraries sercli does not install) are not tests.
+collect_ignore_glob = ["fixtures/*.py"]
+
 #: The model the tests run; SERCLI_TEST_MODEL points at another model directory.
 MODEL = os.environ.get("SERCLI_TEST_MODEL", "mfcc-cnn")
 

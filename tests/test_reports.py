@@ -210,8 +210,9 @@ def test_html_report_renders_in_chromium(annotated, tmp_path, which):
     text = html.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)  # self-contained: nothing to fetch
     n_svg = text.count("<svg")
-    # distribution, confidence, then groups and confusion | one timeline with a lane per file
-    assert n_svg == (4 if which == "files" else 3)
+    # distribution, confidence, then groups and confusion | no timeline: no recording is 30 s long
+    assert n_svg == (4 if which == "files" else 2)
+    assert "button class='play'" in text  # the moments: most confident files, or regions
     shot = tmp_path / "shot.png"
     proc = subprocess.run(
         [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -253,7 +254,7 @@ def test_evaluation_metrics_match_a_case_computed_by_hand():
 @pytest.mark.parametrize("hours", [0.5, 4.0])
 def test_timeline_of_a_long_recording_stays_readable(annotated, hours, tmp_path):
     """A 30-minute and a 4-hour file of windows (real rows, repeated): the timeline pools
-    them into at most 600 bars per file, so the report stays small and legible."""
+    them into at most 400 columns per file, so the report stays small and legible."""
     from sercli.html import render_report
 
     real = pd.read_parquet(annotated[1])  # the examples' rows: a mix of emotions
@@ -265,7 +266,7 @@ def test_timeline_of_a_long_recording_stays_readable(annotated, hours, tmp_path)
     rows = rows[(rows["start_s"] // 600) % 4 != 3]  # every fourth 10 minutes without speech
     text = render_report(rows, summarize(rows), summarize(rows), source="test")
     assert text.count("<svg") == 3
-    assert text.count("<path") < 7 * 600 + 200  # bounded by the bins, not by the rows
+    assert text.count("<rect") < 3 * 400 + 200  # bounded by the bins, not by the rows
     assert "long-show.wav" in text
     html = tmp_path / "report.html"
     html.write_text(text)

@@ -22,6 +22,18 @@ from sercli.output import Journal
 ENCODER = next((n for n in sercli.available_models() if load_model(n).head is not None), None)
 
 
+def test_the_readmes_streaming_example_runs(capsys, monkeypatch):
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("This runs as")[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(ROOT)
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 13 and lines[-1] == "mfcc-cnn none"
+    assert all(line.endswith(" 1") for line in lines[:-1])  # each short file: one segment
+
+
 def test_the_run_streams_typed_results_that_annotate_collects():
     run = sercli.Run.prepare([EXAMPLES], model="mfcc-cnn", segments=True, jobs=1)
     run.adapt()

@@ -83,14 +83,14 @@ def test_one_long_recording_adapts_on_its_own_with_the_statistics_of_the_windows
 
 def test_adaptation_moves_a_telephone_channel_corpus_toward_the_clean_corpus(shared, tmp_path):
     m = pd.read_csv(shared / "manifest.csv")
-    m = m[m["corpus"].eq("ravdess") & m["split"].eq("test")].groupby("emotion").head(5)
+    m = m[m["corpus"].eq("ravdess") & m["split"].eq("test")].groupby("emotion").head(12)
     from sercli.audio import decode
 
     for p in m["path"]:
         y = decode(str(shared / p), sample_rate=16000).samples
         write(tmp_path / "clean" / f"{Path(p).stem}.wav", y, 16000)
         write(tmp_path / "phone" / f"{Path(p).stem}.wav", _telephone(y), 16000)
-    clean = sercli.annotate(tmp_path / "clean", model=ENCODER, jobs=2, adapt="none").files
+    clean = sercli.annotate(tmp_path / "clean", model=ENCODER, jobs=2, adapt="corpus").files  # as it would be
     plain = sercli.annotate(tmp_path / "phone", model=ENCODER, jobs=2, adapt="none").files
     adapted = sercli.annotate(tmp_path / "phone", model=ENCODER, jobs=2, adapt="corpus").files
     truth = m.set_index(m["path"].map(lambda p: Path(p).stem))["emotion"]
@@ -98,10 +98,10 @@ def test_adaptation_moves_a_telephone_channel_corpus_toward_the_clean_corpus(sha
     def accuracy(df: pd.DataFrame) -> float:
         return float((df["emotion"].astype(str).to_numpy() == truth[df["path"].map(lambda p: Path(p).stem)]).mean())
 
-    assert accuracy(adapted) >= accuracy(plain) + 0.1  # the direction, and a size worth having
+    assert accuracy(adapted) >= accuracy(plain) + 0.05  # the direction, and a size worth having
     agree = {name: float((df["emotion"].to_numpy() == clean["emotion"].to_numpy()).mean())
              for name, df in (("plain", plain), ("adapted", adapted))}
-    assert agree["adapted"] > agree["plain"]
+    assert agree["adapted"] >= agree["plain"] + 0.1  # the channel's answers move to the clean corpus's
 
 
 def test_evaluate_adapts_to_each_corpus_on_its_own(shared, tmp_path):
