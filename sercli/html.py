@@ -126,10 +126,12 @@ def _lane(t: Timeline, width: int = 960, height: int = 70) -> str:
         tip = (f"{clock(start)}–{clock(end)} · {t.classes[top]} {p[top]:.0%}"
                + (f" (then {t.classes[runner]} {p[runner]:.0%})" if runner != top else ""))
         h = max(2.0, p[top] * height)
+        w = max(0.6, px * t.coverage[b])  # a bin partly in a pause is partly hatched
+        x = b * px + (px - w if b and not t.speech[b - 1] else 0.0)  # the speech side of the bin
         out.append(f"<g class='bin' data-start='{start:.2f}' data-end='{end:.2f}' data-emotion='{t.classes[top]}'>"
                    f"<title>{html.escape(tip)}</title>"
-                   f"<rect x='{b * px:.2f}' y='0' width='{px + 0.05:.2f}' height='{height}' fill='#fff'/>"
-                   f"<rect x='{b * px:.2f}' y='{height - h:.2f}' width='{px + 0.05:.2f}' height='{h:.2f}' "
+                   f"<rect x='{x:.2f}' y='0' width='{w + 0.05:.2f}' height='{height}' fill='#fff'/>"
+                   f"<rect x='{x:.2f}' y='{height - h:.2f}' width='{w + 0.05:.2f}' height='{h:.2f}' "
                    f"fill='{colours[t.classes[top]]}' fill-opacity='{strength:.2f}'/></g>")
     total = n * t.width_s
     step = next((s for s in (5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600) if total / s <= 12), 7200)

@@ -38,6 +38,8 @@ class Timeline:
     width_s: float
     classes: list[str]
     probs: np.ndarray
+    #: the share of each bin that classified speech covers (0 for a pause)
+    coverage: np.ndarray
 
     @property
     def speech(self) -> np.ndarray:
@@ -68,6 +70,10 @@ def timeline(rows: pd.DataFrame, *, bins: int = 400, smooth: int = 3) -> Timelin
             if overlap > 1e-9:
                 mass[b] += overlap * q
                 weight[b] += overlap
+    covered = np.zeros(n)
+    for start, stop in _union(rows["start_s"].to_numpy(float), rows["end_s"].to_numpy(float)):
+        for b in range(int(start // width), min(n, int(np.ceil(stop / width)))):
+            covered[b] += max(0.0, min(stop, (b + 1) * width) - max(start, b * width))
     speech = weight > 0
     probs = np.full((n, len(classes)), np.nan)
     probs[speech] = mass[speech] / weight[speech, None]
@@ -82,7 +88,18 @@ def timeline(rows: pd.DataFrame, *, bins: int = 400, smooth: int = 3) -> Timelin
             hi = np.minimum(np.arange(len(idx)) + half + 1, len(idx))
             smoothed[idx] = (sums[hi] - sums[lo]) / (hi - lo)[:, None]
         probs = smoothed
-    return Timeline(str(rows["path"].iloc[0]), width, classes, probs)
+    return Timeline(str(rows["path"].iloc[0]), width, classes, probs, np.clip(covered / width, 0.0, 1.0))
+
+
+def _union(starts: np.ndarray, ends: np.ndarray) -> list[tuple[float, float]]:
+    """The union of intervals (overlapping windows count once)."""
+    out: list[list[float]] = []
+    for a, b in sorted(zip(starts, ends)):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
 
 
 def moments(table: pd.DataFrame, *, per_class: int = 3, min_confidence: float = 0.0) -> pd.DataFrame:

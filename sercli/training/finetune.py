@@ -154,14 +154,20 @@ class Comparison:
     tuned: list[float]
     folds: str
 
+    @property
+    def base_wins(self) -> bool:
+        """Whether the base model did better than fine-tuning, cross-validated."""
+        return float(np.mean(self.base)) > float(np.mean(self.tuned))
+
     def line(self) -> str:
         """One line: both means with their spread, and what to do when fine-tuning does not help."""
         b, t = np.mean(self.base), np.mean(self.tuned)
         text = (f"cross-validated UAR ({self.folds}): base model {b:.3f} ± {np.std(self.base):.3f}, "
                 f"fine-tuned {t:.3f} ± {np.std(self.tuned):.3f}")
         if t <= b:
-            text += ("; fine-tuning did not beat the base model on these labels: label more clips, from more "
-                     "speakers, or keep using the base model with --classes")
+            text += ("; fine-tuning did not beat the base model on these labels (label more clips, from more "
+                     "speakers): where your classes are all the base model's, the model written is the base "
+                     "model answering among them, as annotate --classes does")
         return text
 
     def to_dict(self) -> dict:
@@ -300,7 +306,9 @@ def fine_tune_head(base: str | Path, manifest: str | Path, out: str | Path, *, c
     The head is :func:`anchored_head`, standardised with :func:`user_corpus_stats` (``corpus``: a
     folder of the user's recordings, or the emotion table of one). The card holds
     :func:`cross_validate`'s comparison with the base restricted to the same classes
-    (``card["training"]["comparison_line"]``).
+    (``card["training"]["comparison_line"]``); where the base wins it and the user's classes are
+    all the base's, the head written is the base's, restricted (:func:`restricted_head`): never
+    worse on the user's own labels.
     Raises ``ValueError`` (one sentence) for an ``out`` that holds a model already, a base
     without a linear head, and a manifest that cannot train (too few clips, one class).
     """
@@ -317,7 +325,12 @@ def fine_tune_head(base: str | Path, manifest: str | Path, out: str | Path, *, c
     check_base(model)
     clips = Labelled.read(model, manifest, corpus=corpus, jobs=jobs)
     comparison = clips.compare(model, pull=pull, seed=seed)
-    head = anchored_head(model.head, model.all_classes, clips.classes, clips.data, clips.labels, clips.stats, pull=pull)
+    kept_base = comparison.base_wins and all(c in model.all_classes for c in clips.classes)
+    if kept_base:  # never worse on the user's own labels: the base, answering among their classes
+        head = restricted_head(model.head, model.all_classes, clips.classes, clips.stats)
+    else:
+        head = anchored_head(model.head, model.all_classes, clips.classes, clips.data, clips.labels, clips.stats,
+                             pull=pull)
     out.mkdir(parents=True, exist_ok=True)
     for name in (MODEL_FILE, PARAMS_FILE, LICENCE_FILE):
         if model.path != out.resolve() and (model.path / name).exists():
@@ -333,8 +346,11 @@ def fine_tune_head(base: str | Path, manifest: str | Path, out: str | Path, *, c
                          "new_classes": [c for c in clips.classes if c not in model.all_classes],
                          "clips_per_class": {c: int(counts.get(c, 0)) for c in clips.classes},
                          "n_train": len(clips.rows),
-                         "method": "anchored: started from the base head and pulled toward it (pull "
-                                   + (f"{pull:g}" if pull is not None else f"{PULL_PER_CLIP:g} / {len(clips.rows)} clips") + ")",
+                         "method": ("the base model's head restricted to these classes: on these labels, "
+                                    "fine-tuning did not beat it (cross-validated)") if kept_base else
+                                   ("anchored: started from the base head and pulled toward it (pull "
+                                    + (f"{pull:g}" if pull is not None else f"{PULL_PER_CLIP:g} / "
+                                       f"{len(clips.rows)} clips") + ")"),
                          "standardised_by": clips.stats_from, "comparison": comparison.to_dict(),
                          "comparison_line": comparison.line(), "options": {"pull": pull, "seed": seed},
                          "train_seconds": round(time.time() - t0, 1),
