@@ -181,7 +181,7 @@ def _moment_classes(m: pd.DataFrame) -> list[str]:
 
 #: Plays a moment (or a clicked point of a timeline) in the page's one audio element, from its
 #: start to its end; says so when the browser cannot play the file.
-PLAYER_JS = """
+PLAYER_JS = r"""
 const player = document.getElementById('player'), note = document.getElementById('audio-note');
 let stopAt = null;
 function play(src, start, end) {
