@@ -193,10 +193,15 @@ def _open_journals(plan: OutputPlan) -> tuple[Journal, dict[str, Journal], set[s
     return journal, sides, done
 
 
+#: Statuses a second try would give again (the audio itself is so): a resume keeps them.
+FINAL_STATUSES = ("ok", "silent", "too_short", "too_long", "invalid_samples")
+
+
 def _ok_paths(rows: pd.DataFrame) -> set[str]:
-    """The files a resume does not classify again: those with an ``ok`` row (a file that failed is
-    tried again, and its new row replaces the old)."""
-    return set(rows.loc[rows["status"].astype(str).eq("ok"), "path"].astype(str))
+    """The files a resume does not classify again: those whose row is final (:data:`FINAL_STATUSES`);
+    a file that failed otherwise (unreadable, unsupported, crashed, ...) is tried again, and its new
+    row replaces the old."""
+    return set(rows.loc[rows["status"].astype(str).isin(FINAL_STATUSES), "path"].astype(str))
 
 
 def _last_rows(journal: Journal) -> list[tuple[str, str]]:
@@ -313,8 +318,8 @@ def annotate_to_file(
             mask = [p in finished and k not in seen and not seen.add(k) for p, k in zip(df["path"], key)]
             return df[mask]
 
-        write_atomic(_with_table(plan, name, _journal_frames(side, _columns(plan)[name], keep)), plan.tables[name],
-                     plan.meta)
+        write_atomic(_with_table(plan, name, _journal_frames(side, _columns(plan)[name], keep), finished),
+                     plan.tables[name], plan.meta)
     write_atomic(_with_table(plan, "files", _latest(journal, _columns(plan)["files"]), journal.done_keys()),
                  plan.output, plan.meta)
     for side in sides.values():

@@ -333,7 +333,7 @@ def emotion_table(source: str | Path, *, model: str | None = None, jobs: int = -
         return read_results(source)
     model = str(model or DEFAULT_MODEL)
     with tempfile.TemporaryDirectory() as scratch:
-        files = cache or Path(scratch) / "emotions.parquet"
+        files = cache or Path(scratch) / "audio.emotions.parquet"
         segments = files.with_name(files.name.replace(".emotions.", ".segments."))
         options = dict(model=model, segments=segments, output=files, jobs=jobs)
         try:

@@ -23,7 +23,7 @@ import numpy as np
 from .audio import ArrayAudio
 from .discovery import discover
 from .job import Job
-from .models import DEFAULT_MODEL
+from .models import DEFAULT_MODEL, load_model
 from .stream import annotate_chunk
 from .tables import table_columns
 from .workers import LocalExecutors, resolve_jobs
@@ -146,7 +146,8 @@ class Run:
         from .batch import plan_output, previous_run
 
         previous = previous_run(Path(output)) if resume and output is not None else {}
-        if classes is None and previous.get("classes") is not None:
+        if classes is None and previous.get("classes") is not None and \
+                previous.get("model_sha256") == load_model(model).identity:  # the same model: its classes
             classes = previous["classes"]
         tables = {name: Path(p) for name, p in (("segments", segments), ("windows", windows))
                   if isinstance(p, (str, Path))}

@@ -178,6 +178,11 @@ class FileState:
                 fill(row, probs[k], options.classes)
                 self.window_rows.append(row)
 
+    @property
+    def n_taken(self) -> int:
+        """Windows classified so far (kept, when measuring)."""
+        return self.sums.n_windows + sum(len(o) for o, _, _ in self.kept)
+
     def take(self, out: np.ndarray, w: Windows, options: Options, region: tuple[float, float] | None = None) -> None:
         """Fold classified windows in (a speech ``region`` of a split file gets its segment row):
         ``out`` is their probabilities or, when measuring (``options.measure``), their embeddings,

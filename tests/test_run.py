@@ -114,3 +114,33 @@ def test_the_weight_reader_refuses_quantised_or_unknown_weights_in_one_sentence(
         encoder.read_ctranslate2(_ct2(1, bytes(4), (2, 2)))
     with pytest.raises(ValueError, match=r"type this reader does not know \(code 9\)"):
         encoder.read_ctranslate2(_ct2(9, bytes(4), (2, 2)))
+
+
+def test_a_resume_keeps_final_rows_and_never_doubles_window_rows(tmp_path):
+    """A silent file's row is final (a second try would give it again): a resume does not redo it,
+    so its window rows stay single; an unreadable file is tried again, its new row replacing the old."""
+    from conftest import write
+
+    folder = tmp_path / "in"
+    write(folder / "silence.wav", np.zeros(32000, np.float32), 16000)
+    (folder / "broken.wav").write_bytes(b"not audio")
+    shutil.copy(example_files()[0], folder / "ok.wav")
+    out, win = tmp_path / "e.parquet", tmp_path / "w.parquet"
+    for resume in (False, True, True):
+        if resume:
+            shutil.copy(example_files()[1], folder / "broken.wav")  # mended
+        run = sercli.Run.prepare([folder], model="mfcc-cnn", output=out, windows=win, resume=resume, jobs=1)
+        run.adapt()
+        run.write()
+    files, windows = sercli.read_results(out), sercli.read_results(win)
+    assert files["path"].is_unique and set(files["status"]) == {"ok", "silent"}
+    assert not windows.duplicated(["path", "start_s"]).any()
+
+
+@pytest.mark.skipif(ENCODER is None, reason="no encoder model is shipped")
+def test_a_long_file_not_split_is_measured_without_stopping_the_run(tmp_path):
+    from conftest import speech, write
+
+    write(tmp_path / "long.wav", speech(700.0), 16000)  # more windows than a measured file keeps
+    result = sercli.annotate(tmp_path / "long.wav", model=ENCODER, vad="off", adapt="auto", jobs=1)
+    assert result.files["status"].tolist() == ["ok"] and result.files["windows"].iloc[0] > 400
